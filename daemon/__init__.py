@@ -1,0 +1,3 @@
+"""remedyd: watch a platform, decide, repair, and audit every decision."""
+
+__version__ = "0.1.0"

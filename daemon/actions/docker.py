@@ -1,0 +1,139 @@
+"""Container actions: restart, stop, kill, pause, unpause."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.actions.base import Action, NoParams, Refusal
+from daemon.clients.docker import CONNECTION_ERRORS, DockerClient
+from daemon.core.decisions import Decision
+from daemon.core.durations import Duration
+from daemon.core.errors import TemporaryError
+
+
+class StopParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Grace period before the engine kills the container.
+    timeout: Duration = 10.0
+
+
+class KillParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signal: str = Field(default="SIGKILL", pattern=r"^(SIG)?[A-Z0-9]+$|^[0-9]+$")
+
+
+class DockerAction(Action):
+    applies_to = ("docker/container",)
+    verb: ClassVar[str]
+
+    def __init__(self, client: DockerClient) -> None:
+        self.client = client
+
+    async def preflight(self, decision: Decision, params: BaseModel) -> Refusal | None:
+        target = decision.target
+        if target.source != "docker" or target.kind != "container" or not target.id:
+            return Refusal("target", f"{self.name} needs a docker container, got {target.key}")
+        try:
+            state = await self.client.inspect(target.id)
+        except CONNECTION_ERRORS as exc:
+            if getattr(exc, "status", None) == 404:
+                return Refusal("target", f"container {target.name} no longer exists")
+            raise TemporaryError(f"inspect {target.name}: {exc}", 1.0) from exc
+        return self.check_state(state)
+
+    def check_state(self, state: dict[str, Any]) -> Refusal | None:
+        current = state.get("State") or {}
+        if current.get("Restarting"):
+            return Refusal("restart_policy",
+                           "the engine is already restarting it under its restart policy")
+        if current.get("Status") in ("exited", "dead") and _policy_will_restart(state):
+            return Refusal("restart_policy",
+                           "its restart policy will start it again; not fighting the engine")
+        return None
+
+    async def run(self, decision: Decision, params: BaseModel) -> dict[str, Any]:
+        kwargs = self.call_params(params)
+        await self.client.container_call(decision.target.id, self.verb, **kwargs)
+        return {"container": decision.target.id[:12], "verb": self.verb, **kwargs}
+
+    def call_params(self, params: BaseModel) -> dict[str, Any]:
+        return {}
+
+
+class Restart(DockerAction):
+    name = "docker.restart"
+    Params = StopParams
+    verb = "restart"
+
+    def call_params(self, params: BaseModel) -> dict[str, Any]:
+        assert isinstance(params, StopParams)
+        return {"t": round(params.timeout)}
+
+    async def verify(self, decision: Decision, params: BaseModel,
+                     details: dict[str, Any]) -> bool | None:
+        try:
+            state = await self.client.inspect(decision.target.id)
+        except CONNECTION_ERRORS:
+            return False
+        return bool((state.get("State") or {}).get("Running"))
+
+
+class Stop(DockerAction):
+    name = "docker.stop"
+    Params = StopParams
+    verb = "stop"
+
+    def call_params(self, params: BaseModel) -> dict[str, Any]:
+        assert isinstance(params, StopParams)
+        return {"t": round(params.timeout)}
+
+
+class Kill(DockerAction):
+    name = "docker.kill"
+    Params = KillParams
+    verb = "kill"
+
+    def call_params(self, params: BaseModel) -> dict[str, Any]:
+        assert isinstance(params, KillParams)
+        return {"signal": params.signal}
+
+
+class Pause(DockerAction):
+    name = "docker.pause"
+    Params = NoParams
+    verb = "pause"
+
+    def check_state(self, state: dict[str, Any]) -> Refusal | None:
+        if (state.get("State") or {}).get("Paused"):
+            return Refusal("target", "container is already paused")
+        return super().check_state(state)
+
+
+class Unpause(DockerAction):
+    name = "docker.unpause"
+    Params = NoParams
+    verb = "unpause"
+
+    def check_state(self, state: dict[str, Any]) -> Refusal | None:
+        if not (state.get("State") or {}).get("Paused"):
+            return Refusal("target", "container is not paused")
+        return None
+
+
+def docker_actions(client: DockerClient) -> list[Action]:
+    return [cls(client) for cls in (Restart, Stop, Kill, Pause, Unpause)]
+
+
+
+def _policy_will_restart(state: dict[str, Any]) -> bool:
+    policy = ((state.get("HostConfig") or {}).get("RestartPolicy") or {})
+    name = policy.get("Name") or "no"
+    if name in ("always", "unless-stopped"):
+        return True
+    if name == "on-failure":
+        exit_code = (state.get("State") or {}).get("ExitCode", 0)
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return bool(exit_code) and (limit == 0 or int(state.get("RestartCount") or 0) < limit)
+    return False

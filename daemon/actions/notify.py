@@ -1,0 +1,80 @@
+"""notify.webhook: POST a JSON description of the incident, with bounded retries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from daemon.actions.base import Action, Refusal
+from daemon.clients.http import HttpClient
+from daemon.core.decisions import Decision
+from daemon.core.durations import Duration
+from daemon.core.errors import PermanentError, TemporaryError
+
+
+class WebhookParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Falls back to [notify] webhook_url in the configuration.
+    url: AnyHttpUrl | None = None
+    timeout: Duration = 5.0
+    retries: int = Field(default=3, ge=0, le=10)
+    message: str = ""
+
+
+class Webhook(Action):
+    name = "notify.webhook"
+    Params = WebhookParams
+    mutating = False
+
+    def __init__(self, http: HttpClient, default_url: str | None,
+                 backoff_base: float = 0.5) -> None:
+        self.http = http
+        self.default_url = default_url
+        self.backoff_base = backoff_base
+
+    def _url(self, params: WebhookParams) -> str | None:
+        return str(params.url) if params.url is not None else self.default_url
+
+    async def preflight(self, decision: Decision, params: BaseModel) -> Refusal | None:
+        assert isinstance(params, WebhookParams)
+        if not self._url(params):
+            return Refusal("no_receiver",
+                           "no webhook url: set it on the action or as [notify] webhook_url")
+        return None
+
+    async def run(self, decision: Decision, params: BaseModel) -> dict[str, Any]:
+        assert isinstance(params, WebhookParams)
+        url = self._url(params)
+        assert url is not None
+        body = {
+            "version": "1",
+            "incident": decision.incident_id,
+            "rule": decision.rule.name,
+            "description": decision.rule.description,
+            "message": params.message or decision.rule.annotations.get("summary", ""),
+            "labels": dict(decision.rule.labels),
+            "annotations": dict(decision.rule.annotations),
+            "target": decision.target.as_dict(),
+            "event": decision.event.summary(),
+        }
+        last_error = ""
+        for attempt in range(params.retries + 1):
+            try:
+                async with self.http.session.post(
+                    url, json=body, timeout=aiohttp.ClientTimeout(total=params.timeout)
+                ) as response:
+                    if response.status < 300:
+                        return {"url": url, "status": response.status, "attempts": attempt + 1}
+                    last_error = f"HTTP {response.status}"
+                    if 400 <= response.status < 500 and response.status not in (408, 429):
+                        raise PermanentError(f"webhook {url} refused the notification: "
+                                             f"{last_error}")
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            if attempt < params.retries:
+                await asyncio.sleep(self.backoff_base * 2 ** attempt)
+        raise TemporaryError(f"webhook {url} failed after {params.retries + 1} attempt(s): "
+                             f"{last_error}")

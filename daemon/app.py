@@ -1,0 +1,241 @@
+"""Composition root: builds everything from Settings, owns the root tasks, signals, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from daemon import __version__
+from daemon.actions.base import Action
+from daemon.actions.executor import Executor, ExecutorSettings
+from daemon.actions.notify import Webhook
+from daemon.audit.log import AuditLog, AuditUnavailable
+from daemon.bus import Bus
+from daemon.clients.http import HttpClient
+from daemon.engine.evaluator import Evaluator
+from daemon.engine.ruleset import RuleSet, load_ruleset
+from daemon.http.server import build_app, serve
+from daemon.settings import Settings
+from daemon.telemetry.metrics import Metrics
+
+log = logging.getLogger("remedyd")
+
+AUDIT_RETRY_INTERVAL = 10.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics(registry)
+        self.metrics.build.info({"version": __version__})
+        self.bus = Bus(self.metrics, settings.engine.queue_size)
+        self.audit = AuditLog(settings.audit.path, fsync=settings.audit.fsync)
+        self.http_client = HttpClient()
+        self.sources: list[Any] = []
+        self._closers: list[Callable[[], Any]] = []
+        self.actions: dict[str, Action] = {}
+        self._build_sources_and_actions()
+        self.catalog = self.action_catalog(settings)
+        self.ruleset = RuleSet()
+        self.rule_errors: list[str] = []
+        self.rules_loaded = False
+        self.evaluator = Evaluator(self.ruleset)
+        safety = settings.safety
+        self.executor = Executor(self.actions, self.audit, self.metrics, ExecutorSettings(
+            dry_run=safety.dry_run, action_timeout=safety.action_timeout,
+            max_attempts=safety.max_attempts, global_max=safety.max_actions,
+            global_per=safety.max_actions_per))
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @staticmethod
+    def action_catalog(settings: Settings) -> dict[str, type[Any]]:
+        """Every action's parameter model, whether or not its source is enabled here."""
+        from daemon.actions.docker import DockerAction
+
+        models: dict[str, type[Any]] = {Webhook.name: Webhook.Params}
+        for cls in DockerAction.__subclasses__():
+            models[cls.name] = cls.Params
+        return models
+
+    def _build_sources_and_actions(self) -> None:
+        webhook = Webhook(self.http_client, self.settings.notify.webhook_url)
+        self.actions[webhook.name] = webhook
+        docker = self.settings.docker
+        if docker.is_enabled():
+            # Imported here so a daemon without Docker never loads aiodocker.
+            from daemon.actions.docker import docker_actions
+            from daemon.clients.docker import DockerClient
+            from daemon.sources.docker import DockerSource
+
+            client = DockerClient(docker.resolved_url(), docker.request_timeout)
+            self._closers.append(client.close)
+            self.sources.append(DockerSource(client, self.bus.emit, self.metrics,
+                                             docker.reconcile_interval))
+            for action in docker_actions(client):
+                self.actions[action.name] = action
+        else:
+            log.warning("docker source disabled (no DOCKER_HOST and no /var/run/docker.sock); "
+                        "set [docker] enabled = true to insist")
+
+    # -- what the HTTP layer reads ---------------------------------------------------------
+
+    def readiness(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        checks["rules"] = ({"ready": True, "count": len(self.ruleset.rules)} if self.rules_loaded
+                           else {"ready": False, "errors": self.rule_errors or ["not loaded yet"]})
+        checks["audit"] = {"ready": self.audit.healthy, "path": str(self.audit.path),
+                           "error": None if self.audit.healthy else self.audit.last_error}
+        for source in self.sources:
+            status = source.status()
+            checks[f"source:{source.name}"] = {"ready": status["synced"], **status}
+        return {"ready": all(c["ready"] for c in checks.values()), "checks": checks}
+
+    def rules_view(self) -> list[dict[str, Any]]:
+        return [{"name": c.rule.name, "file": c.file, "line": c.line, "source": c.rule.source,
+                 "description": c.rule.description, "when": c.rule.when, "for": c.rule.for_,
+                 "cooldown": c.rule.cooldown, "dry_run": c.rule.dry_run,
+                 "budget": c.rule.budget.model_dump() if c.rule.budget else None,
+                 "actions": [{"name": a.name, "params": a.params} for a in c.rule.actions]}
+                for c in self.ruleset.rules]
+
+    def audit_tail(self, limit: int) -> list[dict[str, Any]]:
+        try:
+            return self.audit.tail(limit)
+        except AuditUnavailable:
+            return []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load_rules(self) -> bool:
+        """(Re)load every rule file; on any error keep the last good set. True on success."""
+        ruleset, errors = load_ruleset(self.settings.rules.paths, self.catalog)
+        if errors:
+            self.rule_errors = [str(e) for e in errors]
+            self.metrics.rule_reload_failures.inc()
+            self.metrics.rule_reload_ok.set(0)
+            for error in errors:
+                log.error("rule error: %s", error)
+            log.error("kept the previous rule set (%d rules)", len(self.ruleset.rules))
+            return False
+        self.ruleset = ruleset
+        self.evaluator.swap(ruleset)
+        self.rules_loaded = True
+        self.rule_errors = []
+        self.metrics.rules_loaded.set(len(ruleset.rules))
+        self.metrics.rule_reload_ok.set(1)
+        log.info("loaded %d rules from %s", len(ruleset.rules), ", ".join(ruleset.files) or "-")
+        return True
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _open_audit(self) -> bool:
+        try:
+            recovery = self.audit.open()
+        except AuditUnavailable as exc:
+            log.error("%s; actions are refused until it is writable", exc)
+            self.metrics.audit_failures.inc()
+            self.metrics.audit_healthy.set(0)
+            return False
+        if recovery.torn_bytes:
+            log.warning("audit log %s had a torn last line (%d bytes, kept in %s); the chain "
+                        "continues from record %d", self.audit.path, recovery.torn_bytes,
+                        recovery.torn_saved_to, recovery.records)
+        self.metrics.audit_healthy.set(1)
+        return True
+
+    async def _keep_audit_open(self) -> None:
+        while True:
+            await asyncio.sleep(AUDIT_RETRY_INTERVAL)
+            if self._open_audit():
+                return
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        try:
+            await self.start()
+            await self._stop.wait()
+            log.info("stopping")
+        finally:
+            await self.shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: reloading rules")
+        self.load_rules()
+
+    async def start(self) -> None:
+        audit_ok = self._open_audit()
+        self.load_rules()
+        stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,
+                                self.settings.server.port)
+        self._closers.insert(0, stop_http)
+        log.info("remedyd %s serving on http://%s/ (dry-run: %s)", __version__,
+                 self.settings.server.listen, self.settings.safety.dry_run)
+        if not audit_ok:
+            self._tasks.append(asyncio.create_task(self._keep_audit_open(), name="audit-open"))
+        self._tasks.append(asyncio.create_task(self._engine_loop(), name="engine"))
+        for source in self.sources:
+            self._tasks.append(asyncio.create_task(self._run_source(source),
+                                                   name=f"source-{source.name}"))
+
+    async def _run_source(self, source: Any) -> None:
+        while True:
+            try:
+                await source.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("source %s crashed; restarting it in 5s", source.name)
+                await asyncio.sleep(5)
+
+    async def _engine_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.evaluator.next_due()
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                event = await asyncio.wait_for(self.bus.get(), timeout)
+            except TimeoutError:
+                event = None
+            now = loop.time()
+            decisions = [] if event is None else self.evaluator.evaluate(event, now)
+            decisions += self.evaluator.due(now)
+            for problem in self.evaluator.take_problems():
+                self.metrics.rule_errors.labels(problem.rule).inc()
+                log.debug("rule %s: %s", problem.rule, problem.message)
+            if event is not None and decisions:
+                self.metrics.decision_lag.observe(max(0.0, time.time() - event.occurred_at))
+            for decision in decisions:
+                self.executor.submit(decision)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        cancelled = await self.executor.drain(self.settings.safety.shutdown_timeout)
+        if cancelled:
+            log.warning("cancelled %d action(s) still running at the shutdown deadline",
+                        cancelled)
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
+        await self.http_client.close()
+        self.audit.close()
+        log.info("stopped")

@@ -1,0 +1,415 @@
+"""Append-only, hash-chained audit log stored as JSON Lines.
+
+Every record carries ``prev_hash`` (the previous record's ``hash``) and its own
+``hash`` over its canonical JSON, so an edited, deleted or reordered record shows
+up in :func:`daemon.audit.verify.verify`. Stdlib only: the CLI imports this
+without loading the daemon.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+GENESIS_HASH = "0" * 64
+RESERVED_KEYS = frozenset({"seq", "time", "kind", "prev_hash", "hash"})
+_BLOCK = 64 * 1024
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    """The byte form that record hashes are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 hex of ``record`` without its ``hash`` key."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def format_time(ts: float) -> str:
+    """RFC 3339 UTC with microseconds, e.g. ``2024-05-01T12:00:00.000001Z``."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_record(line: bytes) -> dict[str, Any] | None:
+    """The record on ``line``; None unless it is a JSON object with int seq and str hash."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):  # ValueError covers bad JSON and bad UTF-8
+        return None
+    if not isinstance(obj, dict):
+        return None
+    # bool is an int subclass, and `true` is no sequence number
+    if type(obj.get("seq")) is not int or not isinstance(obj.get("hash"), str):
+        return None
+    return obj
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)`` rather than a bare errno number."""
+    if exc.errno is None:
+        return str(exc)
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    return f"{exc.strerror or os.strerror(exc.errno)} ({name})"
+
+
+class AuditUnavailable(Exception):
+    """The audit log cannot be opened or written; the message names path and OS error."""
+
+    def __init__(self, message: str, path: Path, os_error: OSError | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.os_error = os_error
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :meth:`AuditLog.open` found and repaired.
+
+    ``records`` is the seq of the last intact record already in the file (so the
+    record count of a clean log), not counting a recovery record open() adds.
+    """
+
+    records: int
+    torn_bytes: int
+    torn_saved_to: Path | None
+
+
+def iter_lines_backwards(f: BinaryIO, end: int) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, line)`` from ``end`` towards the start, reading blockwise.
+
+    Lines keep their trailing newline, so a torn final line is recognisable by
+    its lack of one. Reading backwards keeps open() and tail() cheap on huge logs.
+    """
+    pos = end
+    buf = b""  # the bytes at [pos, pos + len(buf)) not yet yielded
+    while True:
+        # The last byte is skipped: it may be this line's own terminator.
+        cut = buf.rfind(b"\n", 0, len(buf) - 1) if buf else -1
+        if cut >= 0:
+            yield pos + cut + 1, buf[cut + 1 :]
+            buf = buf[: cut + 1]
+            continue
+        if pos == 0:
+            if buf:
+                yield 0, buf
+            return
+        size = min(_BLOCK, pos)
+        pos -= size
+        f.seek(pos)
+        chunk = f.read(size)
+        if len(chunk) != size:  # the file shrank under us; stop rather than misplace lines
+            return
+        buf = chunk + buf
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes a newly created file's directory entry survive a power cut.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditLog:
+    """Single-writer, hash-chained JSON Lines audit log.
+
+    ``append`` is synchronous and durable (with ``fsync=True``) before it returns,
+    so a decision is on disk before the action it records is taken.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fsync: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = Path(path)
+        self._fsync = fsync
+        self._clock = clock
+        self._fd: int | None = None
+        self._regular = False
+        self._size = 0  # end of the last good record: where a failed write is cut back to
+        self._dirty_tail = False  # a failed write left bytes that could not be cut yet
+        self._seq = 0
+        self._prev_hash = GENESIS_HASH
+        self._healthy = True
+        self._last_error: str | None = None
+        self._recovery: Recovery | None = None
+        # The chain breaks if two threads interleave; cheap insurance against executors.
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def healthy(self) -> bool:
+        """False after a failed open or write, until the next successful append."""
+        return self._healthy
+
+    @property
+    def last_error(self) -> str | None:
+        """The most recent failure; kept after recovery so status can show it."""
+        return self._last_error
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """What the last open() found; lets ``with AuditLog(...)`` users see it."""
+        return self._recovery
+
+    def open(self) -> Recovery:
+        with self._lock:
+            if self._fd is not None:
+                raise RuntimeError(f"audit log {self._path} is already open")
+            fd = self._open_fd()
+            try:
+                recovery, note = self._load(fd)
+            except OSError as exc:
+                os.close(fd)
+                raise self._fail("recovery", exc) from exc
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            self._recovery = recovery
+            if note is not None:
+                try:
+                    self._append_locked("recovery", note)
+                except AuditUnavailable:
+                    self._close_locked()
+                    raise
+            return recovery
+
+    def append(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Write one record and return it exactly as stored (hash included)."""
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("audit kind must be a non-empty string")
+        clash = RESERVED_KEYS.intersection(fields)
+        if clash:
+            names = ", ".join(sorted(clash))
+            raise ValueError(f"audit fields may not set reserved key(s): {names}")
+        with self._lock:
+            return self._append_locked(kind, fields)
+
+    def tail(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` records, oldest first; unparseable lines are skipped."""
+        if limit <= 0:
+            return []
+        try:
+            # Checked before opening: opening a FIFO for reading would block.
+            if not stat.S_ISREG(os.stat(self._path).st_mode):
+                return []
+            records: list[dict[str, Any]] = []
+            with open(self._path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                for _, line in iter_lines_backwards(f, size):
+                    # A line without newline is a write in progress or torn.
+                    record = parse_record(line) if line.endswith(b"\n") else None
+                    if record is not None:
+                        records.append(record)
+                        if len(records) >= limit:
+                            break
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            message = f"audit log {self._path}: read failed: {describe_os_error(exc)}"
+            raise AuditUnavailable(message, self._path, exc) from exc
+        records.reverse()
+        return records
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def __enter__(self) -> AuditLog:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------
+
+    def _fail(self, action: str, exc: OSError) -> AuditUnavailable:
+        message = f"audit log {self._path}: {action} failed: {describe_os_error(exc)}"
+        self._healthy = False
+        self._last_error = message
+        return AuditUnavailable(message, self._path, exc)
+
+    def _open_fd(self) -> int:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self._path.exists()
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            fd = os.open(self._path, flags, 0o640)
+        except OSError as exc:
+            raise self._fail("open", exc) from exc
+        try:
+            # Two writers would fork the chain, so a second daemon must not start.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            message = f"audit log {self._path}: locked by another process"
+            self._healthy = False
+            self._last_error = message
+            raise AuditUnavailable(message, self._path, exc) from exc
+        except OSError as exc:
+            os.close(fd)
+            raise self._fail("lock", exc) from exc
+        if created and self._fsync:
+            try:
+                _fsync_dir(self._path.parent)
+            except OSError as exc:
+                os.close(fd)
+                raise self._fail("open", exc) from exc
+        return fd
+
+    def _load(self, fd: int) -> tuple[Recovery, dict[str, Any] | None]:
+        """Find where the chain continues; cut away a torn last line."""
+        self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        self._seq, self._prev_hash, self._size, self._dirty_tail = 0, GENESIS_HASH, 0, False
+        if not self._regular:
+            # A device or pipe (e.g. /dev/full in tests) has no history to read back.
+            return Recovery(0, 0, None), None
+        with open(self._path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            lines = iter_lines_backwards(f, size)
+            torn_start: int | None = None
+            last: dict[str, Any] | None = None
+            newest = next(lines, None)
+            if newest is not None:
+                start, line = newest
+                last = parse_record(line) if line.endswith(b"\n") else None
+                if last is None:
+                    torn_start = start
+                    # Corruption further up is verify()'s to report, not ours to repair.
+                    last = next((r for _, ln in lines if (r := parse_record(ln)) is not None), None)
+            torn = b""
+            if torn_start is not None:
+                f.seek(torn_start)
+                torn = f.read(size - torn_start)
+        note: dict[str, Any] = {}
+        saved_to: Path | None = None
+        if torn_start is not None:
+            # Save before truncating so a crash in between loses nothing.
+            saved_to = self._save_torn(torn)
+            os.ftruncate(fd, torn_start)
+            if self._fsync:
+                os.fsync(fd)
+            size = torn_start
+            note.update(
+                reason="torn last line after an unclean shutdown was cut away",
+                torn_bytes=len(torn),
+                saved_to=str(saved_to),
+            )
+        if last is not None:
+            self._seq = last["seq"]
+            # Chain from the stored hash even if it is wrong, so verify() blames
+            # only the altered record and not every record after it.
+            self._prev_hash = last["hash"]
+            if record_hash(last) != last["hash"]:
+                note["last_record_problem"] = (
+                    f"record seq {last['seq']} fails its hash check; "
+                    "chain continued from its stored hash"
+                )
+        self._size = size
+        recovery = Recovery(self._seq, len(torn), saved_to)
+        return recovery, (note or None)
+
+    def _save_torn(self, data: bytes) -> Path:
+        base = f"{self._path}.torn-{int(self._clock())}"
+        for n in range(1000):
+            candidate = Path(base if n == 0 else f"{base}.{n}")
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            except FileExistsError:
+                continue
+            try:
+                _write_all(fd, data)
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self._fsync:
+                _fsync_dir(candidate.parent)
+            return candidate
+        raise FileExistsError(errno.EEXIST, "no free name for torn bytes", base)
+
+    def _append_locked(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        fd = self._fd
+        if fd is None:
+            raise RuntimeError(f"audit log {self._path} is not open")
+        draft = {
+            "seq": self._seq + 1,
+            "time": format_time(self._clock()),
+            "kind": kind,
+            **fields,
+            "prev_hash": self._prev_hash,
+        }
+        try:
+            # Hash what verify() will read back: the round trip turns tuples into
+            # lists and int keys into strings, which would change canonical order.
+            plain = json.dumps(draft, ensure_ascii=False, allow_nan=False)
+            record: dict[str, Any] = json.loads(plain)
+            record["hash"] = record_hash(record)
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"audit fields are not JSON-serialisable: {exc}") from exc
+        try:
+            if self._dirty_tail:
+                os.ftruncate(fd, self._size)
+                self._dirty_tail = False
+            _write_all(fd, line)
+            if self._fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            self._cut_back(fd)
+            raise self._fail("write", exc) from exc
+        self._size += len(line)
+        self._seq = record["seq"]
+        self._prev_hash = record["hash"]
+        self._healthy = True
+        return record
+
+    def _cut_back(self, fd: int) -> None:
+        """Drop a partial write so the next record follows a valid chain."""
+        if not self._regular:
+            return
+        try:
+            os.ftruncate(fd, self._size)
+            self._dirty_tail = False
+        except OSError:
+            self._dirty_tail = True  # retried before the next write
+
+    def _close_locked(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # also releases the flock

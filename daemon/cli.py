@@ -1,0 +1,120 @@
+"""remedyd run | check | audit verify|tail | version"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon import __version__
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remedyd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--dry-run", action="store_true", help="decide and audit, never act")
+    check = sub.add_parser("check", help="validate the configuration and rule files")
+    check.add_argument("--config", type=Path)
+    check.add_argument("rule_paths", nargs="*", help="rule files or directories "
+                       "(default: [rules] paths from the configuration)")
+    audit = sub.add_parser("audit", help="inspect an audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain")
+    verify.add_argument("path", type=Path)
+    tail = audit_sub.add_parser("tail", help="print the newest records")
+    tail.add_argument("path", type=Path)
+    tail.add_argument("-n", "--limit", type=int, default=20)
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"remedyd {__version__}")
+        return EXIT_OK
+    if args.command == "audit":
+        return _audit(args)
+    if args.command == "check":
+        return _check(args)
+    return _run(args)
+
+
+def _load(path: Path | None) -> object:
+    from daemon.core.errors import ConfigError
+    from daemon.settings import load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"config error: {line}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.settings import Settings
+
+    settings = _load(args.config)
+    if not isinstance(settings, Settings):
+        return EXIT_CONFIG
+    if args.dry_run:
+        settings.safety.dry_run = True
+    logging.basicConfig(level=settings.log.level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from daemon.app import Daemon
+
+    async def runner() -> int:
+        return await Daemon(settings).run()
+
+    try:
+        return asyncio.run(runner())
+    except OSError as exc:
+        logging.getLogger("remedyd").error("cannot start: %s", exc)
+        return EXIT_PROBLEMS
+
+
+def _check(args: argparse.Namespace) -> int:
+    from daemon.settings import Settings
+
+    settings = _load(args.config)
+    if not isinstance(settings, Settings):
+        return EXIT_CONFIG
+    from daemon.app import Daemon
+
+    paths = args.rule_paths or settings.rules.paths
+    settings.rules.paths = list(paths)
+    catalog = Daemon.action_catalog(settings)
+    from daemon.engine.ruleset import load_ruleset
+
+    ruleset, errors = load_ruleset(paths, catalog)
+    for error in errors:
+        print(error)
+    if errors:
+        return EXIT_PROBLEMS
+    print(f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s)")
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from daemon.audit.log import AuditLog
+    from daemon.audit.verify import verify
+
+    if args.audit_command == "verify":
+        result = verify(args.path)
+        if result.ok:
+            print(f"ok: {result.records} records, chain intact")
+            return EXIT_OK
+        print(f"{args.path}: {result.reason}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    for record in AuditLog(args.path).tail(args.limit):
+        print(json.dumps(record, ensure_ascii=False))
+    return EXIT_OK

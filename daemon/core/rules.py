@@ -1,0 +1,183 @@
+"""Rule files: the model and the loader. Errors name the file, the rule and the line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from daemon.core.durations import Duration
+from daemon.core.errors import RuleError
+
+SOURCES = ("docker", "kubernetes", "kpi", "probe", "webhook")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+
+
+class ActionSpec(BaseModel):
+    """One step of a rule: `- docker.restart: {timeout: 10s}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_single_key_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value, "params": {}}
+        if isinstance(value, dict) and "name" not in value:
+            if len(value) != 1:
+                raise ValueError(
+                    "an action is a mapping with exactly one key, the action's name "
+                    f"(e.g. `- docker.restart: {{timeout: 10s}}`), got keys {sorted(value)}"
+                )
+            ((name, params),) = value.items()
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                raise ValueError(f"parameters of {name} must be a mapping")
+            return {"name": name, "params": params}
+        return value
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # At most `max` actions per target, and `rule_max` across all targets, per window.
+    max: int = Field(ge=1)
+    per: Duration
+    rule_max: int | None = Field(default=None, ge=1)
+    # What to do, once per exhausted window, instead of acting again.
+    then: list[ActionSpec] = Field(default_factory=list)
+
+
+class Occurrences(BaseModel):
+    """Fire only when the condition matched `count` times within `within` for one subject."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int = Field(ge=2)
+    within: Duration
+
+
+class Match(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str | None = None
+    action: list[str] | None = None
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: str
+    description: str = ""
+    source: str
+    match: Match = Field(default_factory=Match)
+    when: str = "true"
+    for_: Duration = Field(default=0.0, alias="for")
+    occurrences: Occurrences | None = None
+    cooldown: Duration = 0.0
+    budget: Budget | None = None
+    dry_run: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    actions: list[ActionSpec] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_slug(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lower-case letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value not in SOURCES:
+            raise ValueError(f"unknown source {value!r}; one of {', '.join(SOURCES)}")
+        return value
+
+
+class RuleFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: list[Any] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoadedRule:
+    rule: Rule
+    file: str
+    line: int
+
+
+def discover(paths: Iterable[str | Path]) -> list[Path]:
+    """Rule files under the given paths: files as named, directories' *.yaml/*.yml sorted."""
+    found: list[Path] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+        else:
+            found.append(path)
+    return found
+
+
+def load_file(path: Path) -> list[LoadedRule]:
+    """Parse one file into rules, or raise RuleError for its first problem."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleError(name, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RuleError(name, f"{where}invalid YAML: {problem}") from None
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise RuleError(name, "the top level must be a mapping with a `rules:` list")
+    try:
+        document = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        raise RuleError(name, _describe(exc)) from None
+    lines = _rule_lines(node)
+    loaded: list[LoadedRule] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(document.rules):
+        line = lines[index] if index < len(lines) else 0
+        label = raw.get("name") if isinstance(raw, dict) else None
+        rule_name = str(label) if label else f"#{index + 1}"
+        try:
+            rule = Rule.model_validate(raw)
+        except ValidationError as exc:
+            raise RuleError(f"{name}:{line}", _describe(exc), rule_name) from None
+        if rule.name in seen:
+            raise RuleError(f"{name}:{line}", "duplicate rule name", rule.name)
+        seen.add(rule.name)
+        loaded.append(LoadedRule(rule=rule, file=name, line=line))
+    return loaded
+
+
+def _rule_lines(node: yaml.Node | None) -> list[int]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key, value in node.value:
+        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(problems)

@@ -1,0 +1,133 @@
+"""Time-based memory of the engine and the guards: `for`, occurrences, cooldowns, budgets.
+
+Pure: every method takes `now` (seconds on a monotonic clock) so that tests
+drive it on fake time and nothing here sleeps or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from daemon.core.events import Event
+
+
+@dataclass
+class Pending:
+    since: float
+    due: float
+    event: Event
+
+
+class MatchState:
+    """Per (rule, subject): when the condition started holding, and how often it held."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str], Pending] = {}
+        self._hits: dict[tuple[str, str], deque[float]] = {}
+
+    def hold(self, key: tuple[str, str], event: Event, now: float, duration: float) -> None:
+        current = self.pending.get(key)
+        if current is None:
+            self.pending[key] = Pending(since=now, due=now + duration, event=event)
+        else:
+            current.event = event
+
+    def release(self, key: tuple[str, str]) -> None:
+        self.pending.pop(key, None)
+
+    def take_due(self, now: float) -> list[tuple[tuple[str, str], Pending]]:
+        due = [(k, p) for k, p in self.pending.items() if p.due <= now]
+        for key, _ in due:
+            del self.pending[key]
+        return due
+
+    def next_due(self) -> float | None:
+        return min((p.due for p in self.pending.values()), default=None)
+
+    def count_hit(self, key: tuple[str, str], now: float, count: int, within: float) -> bool:
+        """Record a match; True once `count` matches fell within `within` (then start over)."""
+        hits = self._hits.setdefault(key, deque())
+        hits.append(now)
+        while hits and hits[0] <= now - within:
+            hits.popleft()
+        if len(hits) >= count:
+            hits.clear()
+            return True
+        return False
+
+    def forget_subject(self, subject_key: str) -> None:
+        for key in [k for k in self.pending if k[1] == subject_key]:
+            del self.pending[key]
+        for key in [k for k in self._hits if k[1] == subject_key]:
+            del self._hits[key]
+
+
+class Window:
+    """Timestamps of actions within a sliding window."""
+
+    __slots__ = ("_times", "per")
+
+    def __init__(self, per: float) -> None:
+        self.per = per
+        self._times: deque[float] = deque()
+
+    def used(self, now: float) -> int:
+        while self._times and self._times[0] <= now - self.per:
+            self._times.popleft()
+        return len(self._times)
+
+    def add(self, now: float) -> None:
+        self._times.append(now)
+
+
+class GuardBook:
+    """Cooldowns, budgets and escalations, keyed by rule and target."""
+
+    def __init__(self, global_max: int | None, global_per: float) -> None:
+        self.global_max = global_max
+        self._global = Window(global_per)
+        self._last_action: dict[tuple[str, str], float] = {}
+        self._target: dict[tuple[str, str], Window] = {}
+        self._rule: dict[str, Window] = {}
+        self._escalated: dict[tuple[str, str], float] = {}
+
+    def cooldown_left(self, rule: str, target: str, cooldown: float, now: float) -> float:
+        last = self._last_action.get((rule, target))
+        if last is None or cooldown <= 0:
+            return 0.0
+        return max(0.0, last + cooldown - now)
+
+    def exhausted(
+        self, rule: str, target: str, now: float,
+        per_target: tuple[int, float] | None, per_rule: tuple[int, float] | None,
+    ) -> str | None:
+        """The name of the first budget that forbids one more action, or None."""
+        if per_target is not None:
+            window = self._target.setdefault((rule, target), Window(per_target[1]))
+            if window.used(now) >= per_target[0]:
+                return "budget_target"
+        if per_rule is not None:
+            window = self._rule.setdefault(rule, Window(per_rule[1]))
+            if window.used(now) >= per_rule[0]:
+                return "budget_rule"
+        if self.global_max is not None and self._global.used(now) >= self.global_max:
+            return "budget_global"
+        return None
+
+    def spend(self, rule: str, target: str, now: float,
+              per_target: tuple[int, float] | None, per_rule: tuple[int, float] | None) -> None:
+        self._last_action[(rule, target)] = now
+        if per_target is not None:
+            self._target.setdefault((rule, target), Window(per_target[1])).add(now)
+        if per_rule is not None:
+            self._rule.setdefault(rule, Window(per_rule[1])).add(now)
+        self._global.add(now)
+
+    def escalate_once(self, rule: str, target: str, per: float, now: float) -> bool:
+        """True the first time a budget is found exhausted within one budget window."""
+        last = self._escalated.get((rule, target))
+        if last is not None and now - last < per:
+            return False
+        self._escalated[(rule, target)] = now
+        return True

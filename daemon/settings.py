@@ -1,0 +1,149 @@
+"""Configuration: a TOML file, overridden by REMEDYD_* environment variables.
+
+Validated once at start; an unknown key or bad value is a ConfigError that
+names the key and where it came from (the file or the variable).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon.core.durations import Duration
+from daemon.core.errors import ConfigError
+
+ENV_PREFIX = "REMEDYD_"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Group):
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class DockerSettings(_Group):
+    # "auto": on when DOCKER_HOST is set or the default socket exists.
+    enabled: bool | Literal["auto"] = "auto"
+    # Unset: DOCKER_HOST, else unix:///var/run/docker.sock.
+    url: str | None = None
+    # How often to list containers to catch events the engine never delivered.
+    reconcile_interval: Duration = 30.0
+    request_timeout: Duration = 10.0
+
+    def resolved_url(self) -> str:
+        return self.url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+    def is_enabled(self) -> bool:
+        if self.enabled == "auto":
+            return bool(self.url or os.environ.get("DOCKER_HOST")) or Path(
+                "/var/run/docker.sock").exists()
+        return bool(self.enabled)
+
+
+class AuditSettings(_Group):
+    path: Path = Path("var/audit.jsonl")
+    fsync: bool = True
+
+
+class RulesSettings(_Group):
+    paths: list[str] = Field(default_factory=lambda: ["rules"])
+
+
+class SafetySettings(_Group):
+    dry_run: bool = False
+    action_timeout: Duration = 60.0
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    # At most this many actions across all rules per window (None: no global cap).
+    max_actions: int | None = Field(default=30, ge=1)
+    max_actions_per: Duration = 3600.0
+    # In-flight actions get this long on SIGTERM, then are cancelled.
+    shutdown_timeout: Duration = 10.0
+
+
+class NotifySettings(_Group):
+    webhook_url: str | None = None
+
+
+class EngineSettings(_Group):
+    queue_size: int = Field(default=10_000, ge=10)
+
+
+class LogSettings(_Group):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      extra="forbid", nested_model_default_partial_update=True)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed in as init values).
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Settings from `path` (if any) and the environment, or a ConfigError naming the key."""
+    data: dict[str, Any] = {}
+    where = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(error, where) for error in exc.errors())) from None
+
+
+def _describe(error: Any, where: str) -> str:
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    env_name = ENV_PREFIX + "__".join(loc).upper()
+    origin = f"environment variable {env_name}" if env_name in os.environ else where
+    if error["type"] == "extra_forbidden":
+        return f"{origin}: unknown key {key!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    shown = repr(error.get("input"))
+    return f"{origin}: {key}: {message}" + ("" if shown in message else f" (got {shown})")

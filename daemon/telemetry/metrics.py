@@ -1,0 +1,68 @@
+"""Every metric remedyd exports, built on an injected registry so tests get a fresh one."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.build = Info("remedyd_build", "Version of the running daemon.", registry=r)
+        self.events = Counter("remedyd_events_total",
+                              "Events received, by source, kind and action.",
+                              ["source", "kind", "action"], registry=r)
+        self.rule_matches = Counter("remedyd_rule_matches_total",
+                                    "Decisions made by a rule (before guards).", ["rule"],
+                                    registry=r)
+        self.rule_errors = Counter("remedyd_rule_evaluation_errors_total",
+                                   "Condition evaluations that failed (counted as no match).",
+                                   ["rule"], registry=r)
+        self.actions = Counter("remedyd_actions_total", "Actions run, by rule, action and outcome.",
+                               ["rule", "action", "outcome"], registry=r)
+        self.suppressed = Counter("remedyd_decisions_suppressed_total",
+                                  "Decisions not acted on, by the guard that refused them.",
+                                  ["rule", "guard"], registry=r)
+        self.escalations = Counter("remedyd_escalations_total",
+                                   "Budget escalations fired.", ["rule"], registry=r)
+        self.action_duration = Histogram("remedyd_action_duration_seconds",
+                                         "Time an action took, retries included.", ["action"],
+                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.decision_lag = Histogram("remedyd_event_to_decision_seconds",
+                                      "From when an event occurred to the engine's decision.",
+                                      buckets=_LATENCY_BUCKETS, registry=r)
+        self.source_connected = Gauge("remedyd_source_connected",
+                                      "1 while a source is connected to its peer.", ["source"],
+                                      registry=r)
+        self.source_synced = Gauge("remedyd_source_synced",
+                                   "1 once a source has listed current state since connecting.",
+                                   ["source"], registry=r)
+        self.reconnects = Counter("remedyd_source_reconnects_total",
+                                  "Times a source lost its peer and reconnected.", ["source"],
+                                  registry=r)
+        self.gaps = Counter("remedyd_source_gaps_total",
+                            "Event gaps detected after a reconnect (then reconciled).", ["source"],
+                            registry=r)
+        self.reconciles = Counter("remedyd_source_reconciles_total",
+                                  "Full state listings taken to catch up with missed events.",
+                                  ["source"], registry=r)
+        self.queue_depth = Gauge("remedyd_queue_depth", "Events waiting for the engine.",
+                                 registry=r)
+        self.queue_drops = Counter("remedyd_queue_dropped_total",
+                                   "Events dropped because the queue was full.", ["source"],
+                                   registry=r)
+        self.rule_reload_failures = Counter("remedyd_rule_reload_failures_total",
+                                            "Rule loads that failed; the last good set was kept.",
+                                            registry=r)
+        self.rules_loaded = Gauge("remedyd_rules_loaded", "Rules in the active rule set.",
+                                  registry=r)
+        self.rule_reload_ok = Gauge("remedyd_rule_reload_last_success",
+                                    "1 if the last rule (re)load succeeded.", registry=r)
+        self.audit_failures = Counter("remedyd_audit_write_failures_total",
+                                      "Audit writes that failed; actions are refused meanwhile.",
+                                      registry=r)
+        self.audit_healthy = Gauge("remedyd_audit_writable",
+                                   "1 while the audit log accepts writes.", registry=r)
