@@ -16,6 +16,7 @@ from daemon import __version__
 from daemon.actions.base import Action
 from daemon.actions.executor import Executor, ExecutorSettings
 from daemon.actions.notify import Webhook
+from daemon.actions.params import CATALOG
 from daemon.audit.log import AuditLog, AuditUnavailable
 from daemon.bus import Bus
 from daemon.clients.http import HttpClient
@@ -59,12 +60,7 @@ class Daemon:
     @staticmethod
     def action_catalog(settings: Settings) -> dict[str, type[Any]]:
         """Every action's parameter model, whether or not its source is enabled here."""
-        from daemon.actions.docker import DockerAction
-
-        models: dict[str, type[Any]] = {Webhook.name: Webhook.Params}
-        for cls in DockerAction.__subclasses__():
-            models[cls.name] = cls.Params
-        return models
+        return dict(CATALOG)
 
     def _build_sources_and_actions(self) -> None:
         webhook = Webhook(self.http_client, self.settings.notify.webhook_url)
@@ -153,6 +149,14 @@ class Daemon:
         self.metrics.audit_healthy.set(1)
         return True
 
+    def _lifecycle(self, what: str, **details: Any) -> None:
+        if not self.audit.healthy:
+            return
+        try:
+            self.audit.append("lifecycle", {"event": what, "version": __version__, **details})
+        except (AuditUnavailable, RuntimeError) as exc:
+            log.error("could not audit that the daemon %s: %s", what, exc)
+
     async def _keep_audit_open(self) -> None:
         while True:
             await asyncio.sleep(AUDIT_RETRY_INTERVAL)
@@ -181,6 +185,8 @@ class Daemon:
     async def start(self) -> None:
         audit_ok = self._open_audit()
         self.load_rules()
+        self._lifecycle("started", rules=len(self.ruleset.rules),
+                        dry_run=self.settings.safety.dry_run)
         stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,
                                 self.settings.server.port)
         self._closers.insert(0, stop_http)
@@ -233,6 +239,7 @@ class Daemon:
         if cancelled:
             log.warning("cancelled %d action(s) still running at the shutdown deadline",
                         cancelled)
+        self._lifecycle("stopped", cancelled_actions=cancelled)
         for close in self._closers:
             with contextlib.suppress(Exception):
                 await close()

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from daemon.actions.base import Action, NoParams, Refusal
+from daemon.actions.base import Action, Refusal
+from daemon.actions.params import KillParams, NoParams, StopParams
 from daemon.clients.docker import CONNECTION_ERRORS, DockerClient
 from daemon.core.decisions import Decision
-from daemon.core.durations import Duration
 from daemon.core.errors import TemporaryError
-
-
-class StopParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    # Grace period before the engine kills the container.
-    timeout: Duration = 10.0
-
-
-class KillParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    signal: str = Field(default="SIGKILL", pattern=r"^(SIG)?[A-Z0-9]+$|^[0-9]+$")
 
 
 class DockerAction(Action):

@@ -5,23 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from daemon.actions.base import Action, Refusal
-from daemon.clients.http import HttpClient
+from daemon.actions.params import WebhookParams
+from daemon.clients.http import HttpClient, HttpError
 from daemon.core.decisions import Decision
-from daemon.core.durations import Duration
 from daemon.core.errors import PermanentError, TemporaryError
-
-
-class WebhookParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    # Falls back to [notify] webhook_url in the configuration.
-    url: AnyHttpUrl | None = None
-    timeout: Duration = 5.0
-    retries: int = Field(default=3, ge=0, le=10)
-    message: str = ""
 
 
 class Webhook(Action):
@@ -63,17 +53,15 @@ class Webhook(Action):
         last_error = ""
         for attempt in range(params.retries + 1):
             try:
-                async with self.http.session.post(
-                    url, json=body, timeout=aiohttp.ClientTimeout(total=params.timeout)
-                ) as response:
-                    if response.status < 300:
-                        return {"url": url, "status": response.status, "attempts": attempt + 1}
-                    last_error = f"HTTP {response.status}"
-                    if 400 <= response.status < 500 and response.status not in (408, 429):
-                        raise PermanentError(f"webhook {url} refused the notification: "
-                                             f"{last_error}")
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
+                status = await self.http.post_json(url, body, params.timeout)
+            except HttpError as exc:
+                last_error = str(exc)
+            else:
+                if status < 300:
+                    return {"url": url, "status": status, "attempts": attempt + 1}
+                last_error = f"HTTP {status}"
+                if 400 <= status < 500 and status not in (408, 429):
+                    raise PermanentError(f"webhook {url} refused the notification: {last_error}")
             if attempt < params.retries:
                 await asyncio.sleep(self.backoff_base * 2 ** attempt)
         raise TemporaryError(f"webhook {url} failed after {params.retries + 1} attempt(s): "

@@ -1,0 +1,74 @@
+"""What an operator sees on a host where no Docker engine answers."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from tests.harness import DaemonProcess, wait_for
+
+RULES = """
+rules:
+  - name: heal
+    source: docker
+    when: event.action == "health_status" && event.attributes.health == "unhealthy"
+    actions: [docker.restart: {}]
+"""
+
+
+def test_serves_and_reports_the_unreachable_engine(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, RULES, docker_url=f"unix://{tmp_path}/no-docker.sock")
+    daemon.start(wait_ready=False)
+    try:
+        wait_for(lambda: daemon.metric("remedyd_source_reconnects_total", source="docker") >= 2,
+                 20, "remedyd to keep retrying the engine")
+        answer = daemon.get("/readyz")
+        assert answer is not None and answer[0] == 503
+        report = json.loads(answer[1])
+        docker = report["checks"]["source:docker"]
+        assert docker["ready"] is False and "no-docker.sock" in docker["peer"]
+        assert report["checks"]["rules"] == {"ready": True, "count": 1}
+        assert daemon.metric("remedyd_source_connected", source="docker") == 0
+        assert daemon.get("/healthz") == (200, b'{"status": "ok"}')
+        assert "no-docker.sock" in daemon.log()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_api_lists_rules_and_audit_records(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, RULES).start()
+    try:
+        answer = daemon.get("/api/v1/rules")
+        assert answer is not None and answer[0] == 200
+        [rule] = json.loads(answer[1])["rules"]
+        assert rule["name"] == "heal" and rule["line"] == 3
+        assert rule["actions"] == [{"name": "docker.restart", "params": {}}]
+        assert daemon.get("/api/v1/audit?limit=0") is not None
+        assert daemon.get("/api/v1/audit?limit=0")[0] == 400  # type: ignore[index]
+        answer = daemon.get("/api/v1/audit?limit=5")
+        assert answer is not None and answer[0] == 200
+        records = json.loads(answer[1])["records"]
+        assert [r["kind"] for r in records] == ["lifecycle"]
+        assert records[0]["event"] == "started"
+    finally:
+        daemon.stop()
+    kinds = [r["kind"] for r in daemon.audit()]
+    assert kinds == ["lifecycle", "lifecycle"]
+    assert daemon.verify_audit().returncode == 0
+
+
+def test_starts_with_broken_rules_unready_and_recovers_on_sighup(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, RULES.replace("docker.restart", "docker.restrat"))
+    daemon.start(wait_ready=False)
+    try:
+        wait_for(lambda: daemon.readiness() is not None, 10, "/readyz to answer")
+        report = daemon.readiness()
+        assert report["ready"] is False
+        assert "unknown action 'docker.restrat'" in report["checks"]["rules"]["errors"][0]
+        (daemon.rules_dir / "rules.yaml").write_text(RULES)
+        daemon.signal(signal.SIGHUP)
+        wait_for(daemon.ready, 10, "the fixed rules to load on SIGHUP")
+        assert daemon.metric("remedyd_rules_loaded") == 1
+    finally:
+        daemon.stop()

@@ -1,0 +1,116 @@
+"""The pure engine: which events make decisions, and when (time passed in explicitly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.engine.evaluator import Evaluator
+from tests.rulekit import docker_event, ruleset
+
+UNHEALTHY = 'event.action == "health_status" && event.attributes.health == "unhealthy"'
+
+
+def rules(body: str) -> str:
+    return "rules:\n" + body
+
+
+def test_health_rule_decides_on_unhealthy_only(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, rules(f"""
+  - name: heal
+    source: docker
+    when: {UNHEALTHY}
+    actions: [docker.restart: {{}}]
+""")))
+    assert engine.evaluate(docker_event("health_status: healthy"), 0) == []
+    assert engine.evaluate(docker_event("start"), 0) == []
+    [decision] = engine.evaluate(docker_event("health_status: unhealthy", name="db"), 0)
+    assert decision.rule.name == "heal"
+    assert decision.target.name == "db"
+    assert [a.name for a in decision.actions] == ["docker.restart"]
+
+
+def test_exec_noise_from_health_probes_never_reaches_rules() -> None:
+    from daemon.sources.docker import normalise
+
+    raw = {"Type": "container", "Action": "exec_start: /bin/sh -c /bin/false",
+           "Actor": {"ID": "x", "Attributes": {"name": "web"}}, "timeNano": 1}
+    assert normalise(raw, 0.0) is None
+
+
+def test_for_waits_and_a_recovery_cancels(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, rules("""
+  - name: heal-later
+    source: docker
+    when: event.action == "health_status" && event.attributes.health != "healthy"
+    for: 30s
+    actions: [docker.restart: {}]
+""")))
+    assert engine.evaluate(docker_event("health_status: unhealthy"), 100) == []
+    assert engine.next_due() == 130
+    assert engine.due(129.9) == []
+    [decision] = engine.due(130)
+    assert decision.rule.name == "heal-later"
+    assert engine.next_due() is None
+
+    engine.evaluate(docker_event("health_status: unhealthy"), 200)
+    engine.evaluate(docker_event("health_status: healthy"), 210)
+    assert engine.due(1000) == []
+
+
+def test_occurrences_count_per_container_within_window(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, rules("""
+  - name: loop
+    source: docker
+    when: event.action == "die"
+    occurrences: {count: 3, within: 1m}
+    actions: [notify.webhook: {}]
+""")))
+    a, b = "a" * 64, "b" * 64
+    assert engine.evaluate(docker_event("die", a), 0) == []
+    assert engine.evaluate(docker_event("die", b), 1) == []
+    assert engine.evaluate(docker_event("die", a), 30) == []
+    assert engine.evaluate(docker_event("die", a), 70) == []  # the first one aged out
+    assert len(engine.evaluate(docker_event("die", a), 71)) == 1
+
+
+def test_condition_error_is_no_match_and_reported(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, rules("""
+  - name: by-label
+    source: docker
+    when: event.attributes["com.example.tier"] == "db"
+    actions: [notify.webhook: {}]
+""")))
+    assert engine.evaluate(docker_event("die"), 0) == []
+    [problem] = engine.take_problems()
+    assert problem.rule == "by-label"
+    assert len(engine.evaluate(docker_event("die", **{"com.example.tier": "db"}), 0)) == 1
+
+
+def test_object_is_visible_to_conditions_that_use_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    engine = Evaluator(ruleset(tmp_path, rules("""
+  - name: by-state
+    source: docker
+    when: has(object.State) && object.State.Health.FailingStreak >= 3
+    actions: [notify.webhook: {}]
+""")))
+    event = docker_event("health_status: unhealthy")
+    assert engine.evaluate(event, 0) == []
+    engine.take_problems()
+    sick = replace(event, object={"State": {"Health": {"FailingStreak": 3}}})
+    assert len(engine.evaluate(sick, 0)) == 1
+
+
+def test_reload_drops_pending_timers_of_removed_rules(tmp_path: Path) -> None:
+    text = rules("""
+  - name: slow
+    source: docker
+    when: event.action == "die"
+    for: 1m
+    actions: [notify.webhook: {}]
+""")
+    engine = Evaluator(ruleset(tmp_path, text))
+    engine.evaluate(docker_event("die"), 0)
+    engine.swap(ruleset(tmp_path, text.replace("name: slow", "name: other")))
+    assert engine.due(120) == []
