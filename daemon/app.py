@@ -20,6 +20,7 @@ from daemon.actions.params import CATALOG
 from daemon.audit.log import AuditLog, AuditUnavailable
 from daemon.bus import Bus
 from daemon.clients.http import HttpClient
+from daemon.core.rules import Rule
 from daemon.engine.evaluator import Evaluator
 from daemon.engine.ruleset import RuleSet, load_ruleset
 from daemon.http.server import build_app, serve
@@ -29,6 +30,8 @@ from daemon.telemetry.metrics import Metrics
 log = logging.getLogger("remedyd")
 
 AUDIT_RETRY_INTERVAL = 10.0
+# How far back the audit log is read on start to restore cooldowns and budgets.
+RESTORE_RECORDS = 20_000
 
 
 class Daemon:
@@ -149,6 +152,19 @@ class Daemon:
         self.metrics.audit_healthy.set(1)
         return True
 
+    def _restore_guards(self) -> None:
+        def rule_named(name: str) -> Rule | None:
+            compiled = self.ruleset.by_name(name)
+            return compiled.rule if compiled else None
+
+        try:
+            records = self.audit.tail(RESTORE_RECORDS)
+        except AuditUnavailable:
+            return
+        restored = self.executor.restore(records, rule_named, time.time())
+        if restored:
+            log.info("restored cooldowns and budgets from %d audited decision(s)", restored)
+
     def _lifecycle(self, what: str, **details: Any) -> None:
         if not self.audit.healthy:
             return
@@ -185,6 +201,7 @@ class Daemon:
     async def start(self) -> None:
         audit_ok = self._open_audit()
         self.load_rules()
+        self._restore_guards()
         self._lifecycle("started", rules=len(self.ruleset.rules),
                         dry_run=self.settings.safety.dry_run)
         stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,

@@ -269,3 +269,22 @@ def test_sigterm_during_an_action_exits_within_deadline_and_audit_verifies(
     assert [o["outcome"] for o in outcomes] == ["cancelled"]
     result = daemon.verify_audit()
     assert result.returncode == 0, result.stderr
+
+
+def test_container_restarted_by_its_own_policy_is_not_fought(
+        docker_host: str, containers: ContainerFactory, daemon_factory: Any) -> None:
+    rules = """
+rules:
+  - name: restart-on-die
+    source: docker
+    when: event.action == "die"
+    actions:
+      - docker.restart: {timeout: 1s}
+"""
+    daemon = daemon_factory(rules, docker_url=docker_host).start()
+    cid = containers("--restart", "on-failure", command=("sh", "-c", "sleep 1; exit 1"))
+    wait_for(lambda: len(records_for(daemon, cid, "decision")) >= 2, 30,
+             "two die events from the crashing container")
+    decisions = records_for(daemon, cid, "decision")
+    assert {d["suppressed_by"] for d in decisions} == {"restart_policy"}
+    assert records_for(daemon, cid, "outcome") == []

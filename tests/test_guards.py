@@ -176,3 +176,29 @@ async def test_docker_source_backs_off_while_the_engine_is_unreachable(tmp_path:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await client.close()
+
+
+async def test_a_restarted_daemon_keeps_spent_budgets_from_its_audit_log(tmp_path: Path) -> None:
+    import time
+
+    rules = load(tmp_path, RULE.replace("cooldown: 2m", "cooldown: 0s"))
+    fix = Recorder("test.fix")
+    first = executor(tmp_path, fix, global_max=None)
+    engine = Evaluator(rules)
+    for _ in range(3):
+        for decision in engine.evaluate(docker_event("health_status: unhealthy"), 0):
+            await first.handle(decision)
+    first.audit.close()
+    assert len(fix.runs) == 3
+
+    # A new process: fresh memory, same audit log.
+    page = Recorder("test.page")
+    second = executor(tmp_path, fix, page, global_max=None)
+    restored = second.restore(second.audit.tail(1000),
+                              lambda name: c.rule if (c := rules.by_name(name)) else None,
+                              time.time())
+    assert restored == 3
+    for decision in engine.evaluate(docker_event("health_status: unhealthy"), 0):
+        await second.handle(decision)
+    assert len(fix.runs) == 3
+    assert len(page.runs) == 1

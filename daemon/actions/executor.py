@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,7 +21,8 @@ from daemon.actions.base import Action, Refusal
 from daemon.audit.log import AuditLog, AuditUnavailable
 from daemon.core.decisions import Decision
 from daemon.core.errors import ActionError, PermanentError, TemporaryError
-from daemon.core.rules import ActionSpec
+from daemon.core.events import Ref
+from daemon.core.rules import ActionSpec, Rule
 from daemon.engine.state import GuardBook
 from daemon.telemetry.metrics import Metrics
 
@@ -242,6 +244,31 @@ class Executor:
         log.error("refusing to act on %s for rule %s: %s", decision.target.name,
                   decision.rule.name, exc)
 
+    def restore(self, records: Iterable[Mapping[str, Any]],
+                rule_named: Callable[[str], Rule | None], wall_now: float) -> int:
+        """Re-spend cooldowns and budgets from audited decisions, so that a restart of the
+        daemon (a crash loop, an upgrade) does not hand every target a fresh budget."""
+        now, restored = self.clock(), 0
+        for record in records:
+            if record.get("kind") != "decision" or record.get("decision") not in ("act",
+                                                                                  "escalate"):
+                continue
+            rule = rule_named(str(record.get("rule", "")))
+            try:
+                stamp = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00"))
+                target = Ref(**record["target"]).key
+            except (KeyError, TypeError, ValueError):
+                continue
+            age = wall_now - stamp.timestamp()
+            if rule is None or age < 0:
+                continue
+            if record["decision"] == "act":
+                self.guards.spend(rule.name, target, now - age, *_rule_budgets(rule))
+            elif rule.budget is not None:
+                self.guards.escalate_once(rule.name, target, rule.budget.per, now - age)
+            restored += 1
+        return restored
+
     async def drain(self, grace: float) -> int:
         """Stop taking decisions; give in-flight ones `grace` seconds, then cancel them."""
         self.accepting = False
@@ -257,7 +284,11 @@ class Executor:
 
 
 def _budgets(decision: Decision) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
-    budget = decision.rule.budget
+    return _rule_budgets(decision.rule)
+
+
+def _rule_budgets(rule: Rule) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+    budget = rule.budget
     if budget is None:
         return None, None
     per_rule = (budget.rule_max, budget.per) if budget.rule_max else None
