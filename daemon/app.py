@@ -81,9 +81,11 @@ class Daemon:
                                              docker.reconcile_interval))
             for action in docker_actions(client):
                 self.actions[action.name] = action
+        elif docker.enabled == "auto":
+            log.warning("docker source off: [docker] enabled = \"auto\" found no DOCKER_HOST "
+                        "and no /var/run/docker.sock; set enabled = true to insist")
         else:
-            log.warning("docker source disabled (no DOCKER_HOST and no /var/run/docker.sock); "
-                        "set [docker] enabled = true to insist")
+            log.info("docker source off ([docker] enabled = false)")
 
     # -- what the HTTP layer reads ---------------------------------------------------------
 
