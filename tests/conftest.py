@@ -335,3 +335,21 @@ def start_dockerd(restart_dockerd: DockerdControl) -> Callable[[], None]:
 # ==========================================================================
 # (end of test bed)
 # ==========================================================================
+
+
+# ==========================================================================
+# asyncio hygiene: a test must not leave tasks running behind it
+# ==========================================================================
+
+
+@pytest.fixture(autouse=True)
+async def no_leftover_tasks() -> Any:
+    import asyncio
+
+    yield
+    current = asyncio.current_task()
+    await asyncio.sleep(0)  # let tasks that were just cancelled finish
+    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in leftover:
+        task.cancel()
+    assert not leftover, f"test left asyncio tasks running: {leftover}"
