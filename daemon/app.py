@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -159,13 +160,30 @@ class Daemon:
             compiled = self.ruleset.by_name(name)
             return compiled.rule if compiled else None
 
+        now = time.time()
+        horizon = now - self._guard_horizon()
+        limit, records = 1000, []
         try:
-            records = self.audit.tail(RESTORE_RECORDS)
+            # Read back only as far as any cooldown or budget window reaches.
+            while True:
+                records = self.audit.tail(limit)
+                if (len(records) < limit or limit >= RESTORE_RECORDS
+                        or _record_time(records[0]) < horizon):
+                    break
+                limit = min(limit * 4, RESTORE_RECORDS)
         except AuditUnavailable:
             return
-        restored = self.executor.restore(records, rule_named, time.time())
+        restored = self.executor.restore(records, rule_named, now)
         if restored:
             log.info("restored cooldowns and budgets from %d audited decision(s)", restored)
+
+    def _guard_horizon(self) -> float:
+        windows = [self.settings.safety.max_actions_per]
+        for compiled in self.ruleset.rules:
+            windows.append(compiled.rule.cooldown)
+            if compiled.rule.budget is not None:
+                windows.append(compiled.rule.budget.per)
+        return max(windows)
 
     def _lifecycle(self, what: str, **details: Any) -> None:
         if not self.audit.healthy:
@@ -265,3 +283,10 @@ class Daemon:
         await self.http_client.close()
         self.audit.close()
         log.info("stopped")
+
+
+def _record_time(record: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return 0.0

@@ -72,3 +72,26 @@ def test_starts_with_broken_rules_unready_and_recovers_on_sighup(tmp_path: Path)
         assert daemon.metric("remedyd_rules_loaded") == 1
     finally:
         daemon.stop()
+
+
+def test_start_restores_spent_budgets_from_the_audit_log(tmp_path: Path) -> None:
+    from daemon.audit import AuditLog
+
+    budgeted = RULES.replace("    actions:", "    budget: {max: 3, per: 1h}\n    actions:")
+    daemon = DaemonProcess(tmp_path, budgeted)
+    target = {"source": "docker", "kind": "container", "name": "db", "id": "d" * 64,
+              "namespace": ""}
+    with AuditLog(daemon.audit_path) as audit:
+        for decision in ("act", "act", "suppressed", "act"):
+            audit.append("decision", {"incident": "x", "rule": "heal", "target": target,
+                                      "decision": decision})
+        audit.append("decision", {"incident": "y", "rule": "gone", "target": target,
+                                  "decision": "act"})
+    daemon.start(wait_ready=False)
+    try:
+        wait_for(lambda: "restored cooldowns and budgets" in daemon.log(), 10,
+                 "the daemon to restore its guards")
+        assert "from 3 audited decision(s)" in daemon.log()
+    finally:
+        daemon.stop()
+    assert daemon.verify_audit().returncode == 0
