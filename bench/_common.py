@@ -205,8 +205,8 @@ class DockerAPI:
         await self.call("POST", f"/exec/{created['Id']}/start",
                         body={"Detach": False, "Tty": False})
 
-    async def restart(self, cid: str, timeout: int = 0) -> None:
-        await self.call("POST", f"/containers/{cid}/restart", params={"t": str(timeout)})
+    async def restart(self, cid: str, grace_s: int = 0) -> None:
+        await self.call("POST", f"/containers/{cid}/restart", params={"t": str(grace_s)})
 
     async def remove(self, cid: str) -> None:
         await self.call("DELETE", f"/containers/{cid}", params={"force": "1", "v": "1"},
@@ -219,13 +219,18 @@ class DockerAPI:
         return [str(c["Id"]) for c in found or []]
 
     async def events(self, filters: dict[str, list[str]]) -> AsyncIterator[dict[str, Any]]:
-        """The /events stream, one decoded event at a time, until cancelled."""
+        """The /events stream, one decoded event at a time, until cancelled.
+
+        The first item is an empty dict, yielded as soon as the engine has answered
+        (it flushes the headers on subscribing): from then on no event is missed.
+        """
         async with self.session.get(
             self.base + "/events", params={"filters": json.dumps(filters)},
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         ) as response:
             if response.status != 200:
                 raise RuntimeError(f"/events: {response.status}")
+            yield {}
             async for line in response.content:
                 if line.strip():
                     yield json.loads(line)
@@ -246,14 +251,52 @@ def container_config(*, labels: dict[str, str], health_cmd: str, interval_s: flo
     }
 
 
-async def gather_limited(limit: int, coros: Sequence[Any]) -> list[Any]:
+async def remove_all(api: DockerAPI, ids: Sequence[str]) -> list[str]:
+    """Force-remove containers, 4 at a time; the ids that could not be removed."""
+    results = await gather_limited(4, [api.remove(cid) for cid in ids], return_exceptions=True)
+    failed = [cid for cid, result in zip(ids, results, strict=True)
+              if isinstance(result, BaseException)]
+    if failed:
+        print(f"WARNING: could not remove {len(failed)} container(s): "
+              f"{' '.join(c[:12] for c in failed)}", file=sys.stderr)
+    return failed
+
+
+async def gather_limited(limit: int, coros: Sequence[Any],
+                         return_exceptions: bool = False) -> list[Any]:
     semaphore = asyncio.Semaphore(limit)
 
     async def one(coro: Any) -> Any:
         async with semaphore:
             return await coro
 
-    return await asyncio.gather(*(one(c) for c in coros))
+    return await asyncio.gather(*(one(c) for c in coros), return_exceptions=return_exceptions)
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem type of the mount that holds `path` (from /proc/mounts)."""
+    best, kind = "", "unknown"
+    resolved = str(path.resolve())
+    for line in Path("/proc/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and (resolved == parts[1] or resolved.startswith(
+                parts[1].rstrip("/") + "/")) and len(parts[1]) > len(best):
+            best, kind = parts[1], parts[2]
+    return kind
+
+
+def host_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of all CPUs' time that was busy between two host_cpu() readings."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total else 0.0
 
 
 def wall_ns() -> int:

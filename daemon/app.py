@@ -33,6 +33,7 @@ log = logging.getLogger("remedyd")
 AUDIT_RETRY_INTERVAL = 10.0
 # How far back the audit log is read on start to restore cooldowns and budgets.
 RESTORE_RECORDS = 20_000
+_RESTORED_KEYS = ("kind", "decision", "rule", "time", "target")
 
 
 class Daemon:
@@ -162,17 +163,18 @@ class Daemon:
 
         now = time.time()
         horizon = now - self._guard_horizon()
-        limit, records = 1000, []
+        records: list[dict[str, Any]] = []
         try:
-            # Read back only as far as any cooldown or budget window reaches.
-            while True:
-                records = self.audit.tail(limit)
-                if (len(records) < limit or limit >= RESTORE_RECORDS
-                        or _record_time(records[0]) < horizon):
+            # One pass from the end, only as far back as any cooldown or budget window
+            # reaches; keep only what restore() reads of each decision.
+            for record in self.audit.iter_backwards():
+                if len(records) >= RESTORE_RECORDS or _record_time(record) < horizon:
                     break
-                limit = min(limit * 4, RESTORE_RECORDS)
+                if record.get("kind") == "decision":
+                    records.append({k: record[k] for k in _RESTORED_KEYS if k in record})
         except AuditUnavailable:
             return
+        records.reverse()  # oldest first, as the guards' windows expect
         restored = self.executor.restore(records, rule_named, now)
         if restored:
             log.info("restored cooldowns and budgets from %d audited decision(s)", restored)

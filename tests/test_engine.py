@@ -114,3 +114,40 @@ def test_reload_drops_pending_timers_of_removed_rules(tmp_path: Path) -> None:
     engine.evaluate(docker_event("die"), 0)
     engine.swap(ruleset(tmp_path, text.replace("name: slow", "name: other")))
     assert engine.due(120) == []
+
+
+def test_only_named_attributes_reach_cel_and_rules_still_match(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, rules("""
+  - name: by-service
+    source: docker
+    when: event.attributes["com.docker.compose.service"] == "db"
+    actions: [notify.webhook: {}]
+  - name: by-index
+    source: docker
+    when: event.action == "die" && event["attributes"]["name"] == "web"
+    actions: [notify.webhook: {}]
+""")))
+    labels = {f"com.example.label{i}": str(i) for i in range(30)}
+    db = docker_event("die", name="web", **labels, **{"com.docker.compose.service": "db"})
+    assert sorted(d.rule.name for d in engine.evaluate(db, 0)) == ["by-index", "by-service"]
+    other = docker_event("start", **labels, **{"com.docker.compose.service": "web"})
+    assert engine.evaluate(other, 0) == []
+
+
+def test_many_pending_timers_fire_in_due_order(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, rules("""
+  - name: slow
+    source: docker
+    when: event.action == "die"
+    for: 10s
+    actions: [notify.webhook: {}]
+""")))
+    ids = [f"{i:064x}" for i in range(500)]
+    for n, cid in enumerate(ids):
+        engine.evaluate(docker_event("die", cid), n)       # due at n + 10
+    for cid in ids[::2]:
+        engine.evaluate(docker_event("destroy", cid), 600)  # forgotten: never fires
+    assert engine.next_due() == 11
+    fired = engine.due(259)
+    assert [d.target.id for d in fired] == ids[1:250:2]
+    assert engine.next_due() == 261

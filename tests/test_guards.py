@@ -53,10 +53,21 @@ def load(tmp_path: Path, text: str) -> RuleSet:
     return ruleset
 
 
+_open_logs: list[AuditLog] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_audit_logs() -> Any:
+    yield
+    while _open_logs:
+        _open_logs.pop().close()
+
+
 def executor(tmp_path: Path, *actions: Action, audit_path: Path | None = None,
              **settings: Any) -> Executor:
     audit = AuditLog(audit_path or tmp_path / "audit.jsonl")
     audit.open()
+    _open_logs.append(audit)
     return Executor({a.name: a for a in actions}, audit, Metrics(),
                     ExecutorSettings(**settings), clock=asyncio.get_running_loop().time)
 

@@ -120,3 +120,27 @@ def test_rules_are_indexed_by_the_action_their_condition_requires(
         condition: str, actions: set[str] | None) -> None:
     found = required_actions(condition)
     assert (set(found) if found is not None else None) == actions
+
+
+def test_macros_bind_their_own_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace(
+        'event.attributes.health == "unhealthy"',
+        'event.attributes.exists(k, k.startsWith("com.docker"))'))
+    result = check(path)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(("condition", "keys"), [
+    ('event.attributes.health == "unhealthy"', {"health"}),
+    ('event.attributes["com.docker.compose.service"] == "db"', {"com.docker.compose.service"}),
+    ('"exitCode" in event.attributes && event.attributes.exitCode != "0"', {"exitCode"}),
+    ('event.action == "die"', set()),
+    ("event.attributes.exists(k, k.startsWith('x'))", None),
+    ("size(event.attributes) > 3", None),
+    ('event["attributes"]["name"] == "web"', None),
+])
+def test_conditions_name_the_attributes_they_read(condition: str, keys: set[str] | None) -> None:
+    from daemon.core.conditions import attribute_keys
+
+    found = attribute_keys(condition)
+    assert (set(found) if found is not None else None) == keys

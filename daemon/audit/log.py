@@ -240,6 +240,24 @@ class AuditLog:
         records.reverse()
         return records
 
+    def iter_backwards(self) -> Iterator[dict[str, Any]]:
+        """Every record, newest first, read lazily; unparseable lines are skipped."""
+        try:
+            # Checked before opening: opening a FIFO for reading would block.
+            if not stat.S_ISREG(os.stat(self._path).st_mode):
+                return
+            with open(self._path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                for _, line in iter_lines_backwards(f, size):
+                    record = parse_record(line) if line.endswith(b"\n") else None
+                    if record is not None:
+                        yield record
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            message = f"audit log {self._path}: read failed: {describe_os_error(exc)}"
+            raise AuditUnavailable(message, self._path, exc) from exc
+
     def close(self) -> None:
         with self._lock:
             self._close_locked()
@@ -274,7 +292,10 @@ class AuditLog:
             raise self._fail("open", exc) from exc
         try:
             # Two writers would fork the chain, so a second daemon must not start.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A device (/dev/full in tests, a pipe) has no chain to fork, and its lock
+            # would be shared with every other opener of the same device.
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(fd)
             message = f"audit log {self._path}: locked by another process"

@@ -56,7 +56,10 @@ class Condition:
             self._program = cel_module().compile(source)
         except (ValueError, RuntimeError) as exc:
             raise ConditionError(_first_line_and_caret(str(exc))) from None
-        self.variables: frozenset[str] = frozenset(self._program.variables())
+        # The iteration variable of a macro (`x` in `list.all(x, x > 0)`) is bound by
+        # the macro, but the compiled program lists it among its variables.
+        self.variables: frozenset[str] = frozenset(self._program.variables()) - frozenset(
+            _MACRO_VARIABLE.findall(source))
 
     def evaluate(self, context: Any) -> bool:
         try:
@@ -72,6 +75,28 @@ class Condition:
 
 def _first_line_and_caret(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+_MACRO_VARIABLE = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+_ATTRIBUTES = re.compile(r"\bevent\.attributes\b")
+_EVENT_AS_A_WHOLE = re.compile(r"\bevent\b(?!\s*\.\s*[A-Za-z_])")
+_ATTRIBUTE_KEY = re.compile(r"""\bevent\.attributes\.([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()"""
+                           r"""|\bevent\.attributes\[\s*"([^"\\]+)"\s*\]"""
+                           r"""|"([^"\\]+)"\s+in\s+event\.attributes\b""")
+
+
+def attribute_keys(source: str) -> frozenset[str] | None:
+    """The event attributes a condition names, or None if it may need all of them.
+
+    Literal uses only: `event.attributes.k`, `event.attributes["k"]`,
+    `"k" in event.attributes`. Any other use of the map (a macro, size(), a
+    computed key) means the whole map.
+    """
+    if _EVENT_AS_A_WHOLE.search(source):
+        return None  # `event["attributes"]`, `size(event)`: no telling what it reads
+    keys = [next(g for g in m.groups() if g) for m in _ATTRIBUTE_KEY.finditer(source)]
+    return frozenset(keys) if len(keys) == len(_ATTRIBUTES.findall(source)) else None
 
 
 _ACTION_EQ = re.compile(r'^\(?\s*event\.action\s*==\s*"([^"\\]+)"\s*\)?$')

@@ -24,7 +24,16 @@ def _incident_id() -> str:
     return os.urandom(8).hex()
 
 
-def event_variables(event: Event) -> dict[str, Any]:
+def event_variables(event: Event, attributes: frozenset[str] | None = None) -> dict[str, Any]:
+    """What conditions see as `event`; `attributes` limits the map to those keys.
+
+    CEL converts every value into the context (~1 us a string) and looks a key
+    up in time linear in the map's size, so only what the rules name goes in.
+    """
+    if attributes is None:
+        attrs = dict(event.attributes)
+    else:
+        attrs = {k: v for k in attributes if (v := event.attributes.get(k)) is not None}
     return {
         "source": event.source,
         "kind": event.kind,
@@ -33,7 +42,7 @@ def event_variables(event: Event) -> dict[str, Any]:
         "synthetic": event.synthetic,
         "subject": {"name": event.subject.name, "id": event.subject.id,
                     "namespace": event.subject.namespace, "kind": event.subject.kind},
-        "attributes": dict(event.attributes),
+        "attributes": attrs,
     }
 
 
@@ -57,7 +66,9 @@ class Evaluator:
             self.state.forget_subject(event.subject.key)
         if not candidates:
             return []
-        variables: dict[str, Any] = {"event": event_variables(event)}
+        variables: dict[str, Any] = {
+            "event": event_variables(event, self.ruleset.attributes_for(
+                event.source, event.kind, event.action))}
         if any(rule.uses_object for rule in candidates):
             variables["object"] = dict(event.object or {})
         context = make_context(variables)

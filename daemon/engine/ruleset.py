@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from daemon.core.conditions import Condition, ConditionError, required_actions
+from daemon.core.conditions import Condition, ConditionError, attribute_keys, required_actions
 from daemon.core.errors import RuleError
 from daemon.core.rules import ActionSpec, LoadedRule, Rule, discover, load_file
 
@@ -25,6 +25,8 @@ class CompiledRule:
     file: str
     line: int
     uses_object: bool
+    # The event attributes the condition names; None: it may read any of them.
+    attributes: frozenset[str] | None = None
 
 
 @dataclass
@@ -33,6 +35,8 @@ class RuleSet:
     files: tuple[str, ...] = ()
     _index: dict[_Key, list[CompiledRule]] = field(default_factory=dict)
     _cache: dict[tuple[str, str, str], tuple[CompiledRule, ...]] = field(default_factory=dict)
+    _attributes: dict[tuple[str, str, str], frozenset[str] | None] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         for compiled in self.rules:
@@ -58,6 +62,17 @@ class RuleSet:
             found = tuple(sorted(merged, key=lambda r: order[id(r)]))
             if len(self._cache) < 4096:
                 self._cache[key] = found
+        return found
+
+    def attributes_for(self, source: str, kind: str, action: str) -> frozenset[str] | None:
+        """The event attributes the candidates can read (None: any), for the CEL context."""
+        key = (source, kind, action)
+        if key in self._attributes:
+            return self._attributes[key]
+        parts = [c.attributes for c in self.candidates(source, kind, action)]
+        found = None if None in parts else frozenset().union(*(p for p in parts if p))
+        if len(self._attributes) < 4096:
+            self._attributes[key] = found
         return found
 
     def by_name(self, name: str) -> CompiledRule | None:
@@ -99,7 +114,8 @@ def compile_rule(loaded: LoadedRule, catalog: ActionCatalog) -> CompiledRule:
     except ValueError as exc:
         raise RuleError(where, str(exc), rule.name) from None
     return CompiledRule(rule=rule, condition=condition, file=loaded.file, line=loaded.line,
-                        uses_object="object" in condition.variables)
+                        uses_object="object" in condition.variables,
+                        attributes=attribute_keys(rule.when))
 
 
 def load_ruleset(

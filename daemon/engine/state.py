@@ -6,6 +6,8 @@ drive it on fake time and nothing here sleeps or reads a clock.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
@@ -25,25 +27,47 @@ class MatchState:
     def __init__(self) -> None:
         self.pending: dict[tuple[str, str], Pending] = {}
         self._hits: dict[tuple[str, str], deque[float]] = {}
+        # (due, n, key) for every hold; entries whose key was released or held again
+        # since are stale and dropped when they reach the top.
+        self._dues: list[tuple[float, int, tuple[str, str]]] = []
+        self._n = itertools.count()
 
     def hold(self, key: tuple[str, str], event: Event, now: float, duration: float) -> None:
         current = self.pending.get(key)
         if current is None:
-            self.pending[key] = Pending(since=now, due=now + duration, event=event)
+            pending = Pending(since=now, due=now + duration, event=event)
+            self.pending[key] = pending
+            heapq.heappush(self._dues, (pending.due, next(self._n), key))
+            if len(self._dues) > 2 * len(self.pending) + 64:
+                self._dues = [(p.due, next(self._n), k) for k, p in self.pending.items()]
+                heapq.heapify(self._dues)
         else:
             current.event = event
 
     def release(self, key: tuple[str, str]) -> None:
         self.pending.pop(key, None)
 
+    def _drop_stale(self) -> None:
+        dues = self._dues
+        while dues:
+            due, _, key = dues[0]
+            pending = self.pending.get(key)
+            if pending is not None and pending.due == due:
+                return
+            heapq.heappop(dues)
+
     def take_due(self, now: float) -> list[tuple[tuple[str, str], Pending]]:
-        due = [(k, p) for k, p in self.pending.items() if p.due <= now]
-        for key, _ in due:
-            del self.pending[key]
+        due: list[tuple[tuple[str, str], Pending]] = []
+        self._drop_stale()
+        while self._dues and self._dues[0][0] <= now:
+            _, _, key = heapq.heappop(self._dues)
+            due.append((key, self.pending.pop(key)))
+            self._drop_stale()
         return due
 
     def next_due(self) -> float | None:
-        return min((p.due for p in self.pending.values()), default=None)
+        self._drop_stale()
+        return self._dues[0][0] if self._dues else None
 
     def count_hit(self, key: tuple[str, str], now: float, count: int, within: float) -> bool:
         """Record a match; True once `count` matches fell within `within` (then start over)."""

@@ -194,7 +194,12 @@ class DockerSource:
                 if getattr(exc, "status", None) == 404:
                     continue  # removed since the listing
                 raise
-            health = str(((state.get("State") or {}).get("Health") or {}).get("Status") or health)
+            current = state.get("State") or {}
+            if not current.get("Running") or current.get("Restarting"):
+                # Mid-restart or stopped: Health still shows the last probe's verdict
+                # from before the stop. The start event that follows resets health.
+                continue
+            health = str((current.get("Health") or {}).get("Status") or health)
             if self._health.get(cid) == health:
                 continue
             self._health[cid] = health
