@@ -48,6 +48,11 @@ class DockerAction(Action):
         return {"container": decision.target.id[:12], "verb": self.verb, **kwargs}
 
     def call_params(self, params: BaseModel) -> dict[str, Any]:
+        """The engine API's query parameters for this action's parameters."""
+        if isinstance(params, StopParams):
+            return {"t": round(params.timeout)}
+        if isinstance(params, KillParams):
+            return {"signal": params.signal}
         return {}
 
 
@@ -55,10 +60,6 @@ class Restart(DockerAction):
     name = "docker.restart"
     Params = StopParams
     verb = "restart"
-
-    def call_params(self, params: BaseModel) -> dict[str, Any]:
-        assert isinstance(params, StopParams)
-        return {"t": round(params.timeout)}
 
     async def verify(self, decision: Decision, params: BaseModel,
                      details: dict[str, Any]) -> bool | None:
@@ -74,19 +75,12 @@ class Stop(DockerAction):
     Params = StopParams
     verb = "stop"
 
-    def call_params(self, params: BaseModel) -> dict[str, Any]:
-        assert isinstance(params, StopParams)
-        return {"t": round(params.timeout)}
-
 
 class Kill(DockerAction):
     name = "docker.kill"
     Params = KillParams
     verb = "kill"
 
-    def call_params(self, params: BaseModel) -> dict[str, Any]:
-        assert isinstance(params, KillParams)
-        return {"signal": params.signal}
 
 
 class Pause(DockerAction):
