@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.harness import DaemonProcess, wait_for
@@ -95,3 +97,18 @@ def test_start_restores_spent_budgets_from_the_audit_log(tmp_path: Path) -> None
     finally:
         daemon.stop()
     assert daemon.verify_audit().returncode == 0
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    first = DaemonProcess(tmp_path / "a", RULES).start()
+    try:
+        second = DaemonProcess(tmp_path / "b", RULES,
+                               extra={"server": {"listen": f"127.0.0.1:{first.port}"}})
+        result = subprocess.run([sys.executable, "-m", "daemon", "run", "--config",
+                                 str(second.config)], capture_output=True, text=True,
+                                timeout=30, cwd=second.workdir)
+        assert result.returncode == 1
+        assert "cannot start" in result.stderr and f"{first.port}" in result.stderr
+        assert first.ready()
+    finally:
+        first.stop()

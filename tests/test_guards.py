@@ -213,3 +213,28 @@ async def test_a_restarted_daemon_keeps_spent_budgets_from_its_audit_log(tmp_pat
         await second.handle(decision)
     assert len(fix.runs) == 3
     assert len(page.runs) == 1
+
+
+async def test_per_rule_dry_run_and_per_rule_budget(tmp_path: Path) -> None:
+    fix = Recorder("test.fix")
+    ex = executor(tmp_path, fix, global_max=None)
+    text = RULE.replace("cooldown: 2m", "cooldown: 0s").replace(
+        "budget: {max: 3, per: 1h, then: [test.page: {}]}",
+        "budget: {max: 3, per: 1h, rule_max: 2}")
+    dry = text.replace("name: heal", "name: heal-dry") + "    dry_run: true\n"
+    engine = Evaluator(load(tmp_path, text))
+    loop = asyncio.get_running_loop()
+    for container in ("a", "b", "c"):
+        for decision in engine.evaluate(docker_event("health_status: unhealthy", container * 64),
+                                        loop.time()):
+            await ex.handle(decision)
+    assert len(fix.runs) == 2
+    assert ex.audit.tail(1)[0]["suppressed_by"] == "budget_rule"
+
+    engine = Evaluator(load(tmp_path, dry))
+    for decision in engine.evaluate(docker_event("health_status: unhealthy", "d" * 64),
+                                    loop.time()):
+        await ex.handle(decision)
+    assert len(fix.runs) == 2
+    last = ex.audit.tail(1)[0]
+    assert last["suppressed_by"] == "dry_run" and "for this rule" in last["reason"]
