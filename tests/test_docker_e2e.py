@@ -288,3 +288,36 @@ rules:
     decisions = records_for(daemon, cid, "decision")
     assert {d["suppressed_by"] for d in decisions} == {"restart_policy"}
     assert records_for(daemon, cid, "outcome") == []
+
+
+def test_periodic_reconcile_heals_what_the_engine_silently_skipped(
+        docker_host: str, containers: ContainerFactory, daemon_factory: Any) -> None:
+    # dockerd drops events for a listener that does not take them within 100 ms,
+    # without closing the stream. Freeze remedyd, fill the socket with events so
+    # dockerd starts dropping, and turn a container unhealthy meanwhile.
+    daemon = daemon_factory(restart_rule(cooldown="1m"), docker_url=docker_host).start()
+    noisy = containers()
+    sick = containers(*HEALTH_FILE)
+    wait_for(lambda: docker_inspect(docker_host, sick)["State"]["Health"]["Status"]
+             == "healthy", 20, "the container to be healthy")
+    engine = docker_host.removeprefix("unix://")
+    daemon.signal(signal.SIGSTOP)
+    try:
+        # Once the socket is full, each event waits 100 ms for remedyd and is dropped.
+        deadline = time.monotonic() + 60
+        for _ in range(20_000):
+            started = time.monotonic()
+            _unix_post(engine, f"/containers/{noisy}/kill?signal=SIGWINCH")
+            if time.monotonic() - started > 0.09 or time.monotonic() > deadline:
+                break
+        assert time.monotonic() <= deadline, "dockerd never started skipping remedyd"
+        docker_cli(docker_host, "exec", sick, "touch", "/tmp/sick")
+        wait_for(lambda: docker_inspect(docker_host, sick)["State"]["Health"]["Status"]
+                 == "unhealthy", 20, "the container to turn unhealthy while remedyd is frozen")
+    finally:
+        daemon.signal(signal.SIGCONT)
+
+    wait_for(lambda: successful_restarts(daemon, sick), 30, "the periodic listing to heal it")
+    [decision] = [d for d in records_for(daemon, sick, "decision") if d["decision"] == "act"]
+    assert decision["event"]["synthetic"] is True  # the stream never delivered it
+    assert daemon.metric("remedyd_source_reconnects_total", source="docker") == 0
