@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ IMAGE = "remedyd-test/busybox:latest"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The test bed's own probes of the private dockerd, so both find the same engine.
+from tests.conftest import docker_ping, stack_docker_host  # noqa: E402
 
 # -- machine and results -------------------------------------------------------------------
 
@@ -60,6 +61,17 @@ def _git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("+dirty(daemon/ or rules/)" if dirty.strip() else "")
+
+
+def result_header(name: str, loadavg_before: list[str]) -> dict[str, Any]:
+    """The fields every results/NAME.json starts with: what ran, where, under what load."""
+    return {
+        "benchmark": name,
+        "command": " ".join([".venv/bin/python", *sys.argv]),
+        "machine": machine(),
+        "loadavg_before": loadavg_before,
+        "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -102,31 +114,6 @@ def summary(values: Sequence[float], digits: int = 3) -> dict[str, float | int]:
 
 
 # -- dockerd ---------------------------------------------------------------------------------
-
-def stack_docker_host() -> str:
-    stack_dir = Path(os.environ.get("STACK_DIR") or "/tmp/remedyd-stack").resolve()
-    return f"unix://{stack_dir}/docker/docker.sock"
-
-
-def docker_ping(docker_host: str, timeout: float = 3.0) -> bool:
-    """True when GET /_ping on a unix:// or tcp:// DOCKER_HOST answers 200."""
-    try:
-        if docker_host.startswith("unix://"):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(docker_host.removeprefix("unix://"))
-        elif docker_host.startswith("tcp://"):
-            host, _, port = docker_host.removeprefix("tcp://").rstrip("/").rpartition(":")
-            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-        else:
-            return False
-        with sock:
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            status_line = sock.recv(64).split(b"\r\n", 1)[0]
-    except (OSError, ValueError):
-        return False
-    return status_line.split(b" ")[1:2] == [b"200"]
-
 
 @contextlib.contextmanager
 def dockerd() -> Iterator[tuple[str, bool]]:

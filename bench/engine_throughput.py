@@ -345,11 +345,7 @@ def main() -> int:
     speedup_ne = rate("indexed_no_exec") / rate("no_index_no_exec")
     unhealthy = sum(1 for e in events if e["Action"] == "health_status: unhealthy")
     data = {
-        "benchmark": "engine_throughput",
-        "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": _common.machine(),
-        "loadavg_before": loadavg_before,
-        "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
+        **_common.result_header("engine_throughput", loadavg_before),
         "pinned_cpu": cpu,
         "workload": {"raw_events_per_run": len(events), "runs": args.runs, "mix_percent": MIX,
                      "unhealthy_share": round(unhealthy / len(events), 4),

@@ -339,10 +339,7 @@ def main() -> int:
     ready_median = statistics.median(ready_s)
     rss = idle_docker_only["VmRSS_mib"]
     data = {
-        "benchmark": "footprint",
-        "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": _common.machine(),
-        "loadavg_before": loadavg_before,
+        **_common.result_header("footprint", loadavg_before),
         "dockerd_started_by_bench": started,
         "ready_seconds": {**seconds(ready_s),
                           "VmRSS_mib_at_ready_median": statistics.median(rss_ready),

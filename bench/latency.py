@@ -70,6 +70,14 @@ WHEN = ('event.kind == "container" && event.action == "health_status" && '
         'event.attributes.health == "unhealthy"')
 
 
+def stage(faults: list[Any], start: str, end: str) -> dict[str, float | int]:
+    """Milliseconds between two timestamps (ns) of each fault that has both."""
+    return summary([(e - b) / 1e6 for f in faults
+                    if (b := getattr(f, start)) is not None
+                    and (e := getattr(f, end)) is not None])
+
+
+
 def bench_rule(restart_timeout: str) -> str:
     return f"""rules:
   - name: {RULE_NAME}
@@ -518,32 +526,18 @@ async def bench(args: argparse.Namespace, docker_host: str, workdir: Path) -> di
         "restart_requests_seen_by_relay": requests_seen,
         "latency_ms": summary(latencies),
         "unhealthy_to_kill_event_ms": summary([f.kill_latency_ms for f in done]),
-        "stage_dockerd_to_remedyd_socket_ms": summary(
-            [(f.forwarded_ns - f.unhealthy_ns) / 1e6 for f in relayed
-             if f.forwarded_ns is not None]),
-        "stage_inside_remedyd_ms": summary(
-            [(f.request_ns - f.forwarded_ns) / 1e6 for f in relayed
-             if f.request_ns is not None and f.forwarded_ns is not None]),
-        "stage_remedyd_event_to_preflight_request_ms": summary(
-            [(f.inspect_ns - f.forwarded_ns) / 1e6 for f in relayed
-             if f.inspect_ns is not None and f.forwarded_ns is not None]),
-        "stage_dockerd_preflight_inspect_ms": summary(
-            [(f.inspected_ns - f.inspect_ns) / 1e6 for f in relayed
-             if f.inspected_ns is not None and f.inspect_ns is not None]),
-        "stage_remedyd_inspect_answer_to_restart_request_ms": summary(
-            [(f.request_ns - f.inspected_ns) / 1e6 for f in relayed
-             if f.request_ns is not None and f.inspected_ns is not None]),
-        "stage_request_to_kill_event_ms": summary(
-            [(f.remedy_ns - f.request_ns) / 1e6 for f in done if f.request_ns is not None]),
-        "decision_ms": summary([(f.decision_ns - f.unhealthy_ns) / 1e6 for f in decided
-                                if f.decision_ns is not None]),
-        "decision_to_request_ms": summary(
-            [(f.request_ns - f.decision_ns) / 1e6 for f in decided
-             if f.decision_ns is not None and f.request_ns is not None]),
-        "bench_listener_delivery_ms": summary(
-            [(f.unhealthy_received_ns - f.unhealthy_ns) / 1e6 for f in done]),
-        "inject_to_unhealthy_ms": summary([(f.unhealthy_ns - f.injected_ns) / 1e6
-                                           for f in done]),
+        "stage_dockerd_to_remedyd_socket_ms": stage(relayed, "unhealthy_ns", "forwarded_ns"),
+        "stage_inside_remedyd_ms": stage(relayed, "forwarded_ns", "request_ns"),
+        "stage_remedyd_event_to_preflight_request_ms": stage(relayed, "forwarded_ns",
+                                                             "inspect_ns"),
+        "stage_dockerd_preflight_inspect_ms": stage(relayed, "inspect_ns", "inspected_ns"),
+        "stage_remedyd_inspect_answer_to_restart_request_ms": stage(relayed, "inspected_ns",
+                                                                    "request_ns"),
+        "stage_request_to_kill_event_ms": stage(done, "request_ns", "remedy_ns"),
+        "decision_ms": stage(decided, "unhealthy_ns", "decision_ns"),
+        "decision_to_request_ms": stage(decided, "decision_ns", "request_ns"),
+        "bench_listener_delivery_ms": stage(done, "unhealthy_ns", "unhealthy_received_ns"),
+        "inject_to_unhealthy_ms": stage(done, "injected_ns", "unhealthy_ns"),
         "kill_to_healthy_again_ms": summary([(f.healthy_ns - f.remedy_ns) / 1e6
                                              for f in done if f.healthy_ns]),
         "restart_action_duration_ms": summary([f.outcome_duration_s * 1e3 for f in done
@@ -602,11 +596,7 @@ def main() -> int:
             stats["p99"] <= TARGET_P99_MS)
 
     data = {
-        "benchmark": "latency",
-        "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": _common.machine(),
-        "loadavg_before": loadavg_before,
-        "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
+        **_common.result_header("latency", loadavg_before),
         "settings": {"containers": args.containers,
                      "faults_per_container": args.faults_per_container,
                      "concurrency": args.concurrency, "restart_timeout": args.restart_timeout,

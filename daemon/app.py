@@ -8,7 +8,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -18,7 +17,7 @@ from daemon.actions.base import Action
 from daemon.actions.executor import Executor, ExecutorSettings
 from daemon.actions.notify import Webhook
 from daemon.actions.params import CATALOG
-from daemon.audit.log import AuditLog, AuditUnavailable
+from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.bus import Bus
 from daemon.clients.http import HttpClient
 from daemon.core.rules import Rule
@@ -168,7 +167,7 @@ class Daemon:
             # One pass from the end, only as far back as any cooldown or budget window
             # reaches; keep only what restore() reads of each decision.
             for record in self.audit.iter_backwards():
-                if len(records) >= RESTORE_RECORDS or _record_time(record) < horizon:
+                if len(records) >= RESTORE_RECORDS or record_time(record) < horizon:
                     break
                 if record.get("kind") == "decision":
                     records.append({k: record[k] for k in _RESTORED_KEYS if k in record})
@@ -286,9 +285,3 @@ class Daemon:
         self.audit.close()
         log.info("stopped")
 
-
-def _record_time(record: dict[str, Any]) -> float:
-    try:
-        return datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
-        return 0.0

@@ -3,23 +3,10 @@ checks, and stopping/starting dockerd without losing containers."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
 
 from tests.conftest import ContainerFactory, DockerdControl, docker_inspect, docker_ping
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Call check() until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
+from tests.harness import wait_for
 
 
 def test_busybox_image_runs_commands(
@@ -42,7 +29,7 @@ def test_health_check_reaches_unhealthy(containers: ContainerFactory, docker_hos
         status: str = docker_inspect(docker_host, cid)["State"]["Health"]["Status"]
         return status if status == "unhealthy" else None
 
-    assert poll("health status unhealthy", health) == "unhealthy"
+    assert wait_for(health, 20, "health status unhealthy") == "unhealthy"
 
 
 def test_dockerd_stop_start_keeps_containers(
@@ -65,4 +52,4 @@ def test_dockerd_stop_start_keeps_containers(
         state = docker_inspect(docker_host, always)["State"]
         return bool(state["Running"]) and state["Pid"] != old_pid
 
-    poll("the --restart always container to run again", running_again)
+    wait_for(running_again, 20, "the --restart always container to run again")

@@ -12,13 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from daemon.actions.base import Action, Refusal
-from daemon.audit.log import AuditLog, AuditUnavailable
+from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.core.decisions import Decision
 from daemon.core.errors import ActionError, PermanentError, TemporaryError
 from daemon.core.events import Ref
@@ -126,7 +125,7 @@ class Executor:
             self.metrics.escalations.labels(rule.name).inc()
             log.warning("rule %s on %s: budget exhausted, escalating", rule.name,
                         decision.target.name)
-        budget = _budgets(decision)
+        budget = _rule_budgets(decision.rule)
         if verdict.status == "act":
             self.guards.spend(rule.name, decision.target.key, self.clock(), *budget)
         for spec in verdict.actions:
@@ -155,7 +154,7 @@ class Executor:
             return refuse("cooldown", f"acted on this target {rule.cooldown - left:.1f}s ago; "
                           f"cooldown {rule.cooldown:g}s")
         verdict.guards["cooldown"] = "ok"
-        exhausted = self.guards.exhausted(rule.name, target, now, *_budgets(decision))
+        exhausted = self.guards.exhausted(rule.name, target, now, *_rule_budgets(decision.rule))
         if exhausted is not None:
             reason = _budget_reason(decision, exhausted, self.settings)
             if rule.budget and rule.budget.then and exhausted != "budget_global" and (
@@ -255,12 +254,12 @@ class Executor:
                 continue
             rule = rule_named(str(record.get("rule", "")))
             try:
-                stamp = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00"))
                 target = Ref(**record["target"]).key
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError):
                 continue
-            age = wall_now - stamp.timestamp()
-            if rule is None or age < 0:
+            stamp = record_time(record)
+            age = wall_now - stamp
+            if rule is None or not stamp or age < 0:
                 continue
             if record["decision"] == "act":
                 self.guards.spend(rule.name, target, now - age, *_rule_budgets(rule))
@@ -281,10 +280,6 @@ class Executor:
         if still:
             await asyncio.wait(still, timeout=5)
         return len(still)
-
-
-def _budgets(decision: Decision) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
-    return _rule_budgets(decision.rule)
 
 
 def _rule_budgets(rule: Rule) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -42,6 +43,14 @@ def record_hash(record: Mapping[str, Any]) -> str:
 def format_time(ts: float) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2024-05-01T12:00:00.000001Z``."""
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_time(record: Mapping[str, Any]) -> float:
+    """A record's `time` as seconds since the epoch (0.0 when it has none or a bad one)."""
+    try:
+        return datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return 0.0
 
 
 def parse_record(line: bytes) -> dict[str, Any] | None:
@@ -218,25 +227,7 @@ class AuditLog:
         """The newest ``limit`` records, oldest first; unparseable lines are skipped."""
         if limit <= 0:
             return []
-        try:
-            # Checked before opening: opening a FIFO for reading would block.
-            if not stat.S_ISREG(os.stat(self._path).st_mode):
-                return []
-            records: list[dict[str, Any]] = []
-            with open(self._path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                for _, line in iter_lines_backwards(f, size):
-                    # A line without newline is a write in progress or torn.
-                    record = parse_record(line) if line.endswith(b"\n") else None
-                    if record is not None:
-                        records.append(record)
-                        if len(records) >= limit:
-                            break
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            message = f"audit log {self._path}: read failed: {describe_os_error(exc)}"
-            raise AuditUnavailable(message, self._path, exc) from exc
+        records = list(itertools.islice(self.iter_backwards(), limit))
         records.reverse()
         return records
 
@@ -249,6 +240,7 @@ class AuditLog:
             with open(self._path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 for _, line in iter_lines_backwards(f, size):
+                    # A line without newline is a write in progress or torn.
                     record = parse_record(line) if line.endswith(b"\n") else None
                     if record is not None:
                         yield record
