@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
+
+# What an event attribute may hold: JSON values, so a KPI's float or a restart count
+# reaches CEL as a number, not as text to parse.
+JSONValue: TypeAlias = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +48,7 @@ class Event:
     id: str
     occurred_at: float
     observed_at: float
-    attributes: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, JSONValue] = field(default_factory=dict)
     # The subject's current state where the source knows it (a container's inspect output).
     object: Mapping[str, Any] | None = None
     # True for events a source made up from a state listing rather than a change it saw.

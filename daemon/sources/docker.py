@@ -168,7 +168,7 @@ class DockerSource:
         if event.action == "health_status":
             if time_nano < self._snapshot_ns.get(cid, 0):
                 return  # older than the state we listed since: superseded
-            self._health[cid] = event.attributes.get("health", "")
+            self._health[cid] = str(event.attributes.get("health", ""))
         elif event.action in ("start", "die"):
             # Health starts over with every start; what we knew no longer holds.
             self._health.pop(cid, None)
