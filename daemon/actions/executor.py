@@ -22,7 +22,7 @@ from daemon.core.decisions import Decision
 from daemon.core.errors import ActionError, PermanentError, TemporaryError
 from daemon.core.events import Ref
 from daemon.core.rules import ActionSpec, Rule
-from daemon.engine.state import GuardBook
+from daemon.engine.budgets import GuardBook
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd.executor")

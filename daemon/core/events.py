@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 # What an event attribute may hold: JSON values, so a KPI's float or a restart count
 # reaches CEL as a number, not as text to parse.
-JSONValue: TypeAlias = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
 
 
 @dataclass(frozen=True, slots=True)
