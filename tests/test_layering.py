@@ -1,54 +1,79 @@
-"""The architecture's one-way edges, checked on the source so a violation fails CI."""
+"""The architecture's one-way edges: import-linter's contracts (pyproject.toml) hold and bite.
+
+`lint-imports` runs in scripts/test; these tests also prove that each contract fails
+on a violation (relative and function-level imports included) and that the audit
+contract's list of third-party packages keeps up with what daemon imports.
+"""
 
 from __future__ import annotations
 
-import ast
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import grimp
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "daemon"
-CLIENT_LIBRARIES = {"aiodocker", "kubernetes_asyncio"}
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def imports_of(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
-def modules(folder: str) -> list[Path]:
-    return sorted((PACKAGE / folder).rglob("*.py")) if folder else sorted(PACKAGE.rglob("*.py"))
+def contracts() -> list[dict[str, object]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    found: list[dict[str, object]] = config["tool"]["importlinter"]["contracts"]
+    return found
 
 
-@pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
-def test_core_imports_nothing_else_from_the_package(path: Path) -> None:
-    inside = {n for n in imports_of(path) if n.startswith("daemon")}
-    assert all(n.startswith("daemon.core") for n in inside), inside
+def contract(prefix: str) -> str:
+    names = [str(c["name"]) for c in contracts() if str(c["name"]).startswith(prefix)]
+    assert len(names) == 1, f"no single contract named {prefix!r}...: {names}"
+    return names[0]
 
 
-@pytest.mark.parametrize("path", modules("engine"), ids=lambda p: p.name)
-def test_engine_does_no_io(path: Path) -> None:
-    names = imports_of(path)
-    forbidden = {n for n in names if n.split(".")[0] in
-                 {"asyncio", "aiohttp", "socket", *CLIENT_LIBRARIES}}
-    assert not forbidden
-    assert all(n.startswith(("daemon.core", "daemon.engine")) for n in names
-               if n.startswith("daemon")), names
+def test_the_contracts_hold() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("path", modules(""), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_only_clients_import_client_libraries(path: Path) -> None:
-    if path.parent.name == "clients":
-        return
-    used = {n.split(".")[0] for n in imports_of(path)} & CLIENT_LIBRARIES
-    assert not used, f"{path.name} imports {used}; go through daemon/clients"
+# (contract name prefix, module to edit, line that breaks it)
+VIOLATIONS = [
+    ("core imports nothing", "core/events.py", "from ..engine import state as _state"),
+    ("engine imports only core", "engine/state.py", "import daemon.bus as _bus"),
+    ("engine and core are pure", "engine/state.py",
+     "def _late() -> None:\n    import socket  # noqa: F401\n"),
+    ("audit is stdlib-only", "audit/log.py", "from pydantic import BaseModel as _Model"),
+    ("platform client libraries", "sources/docker.py", "import aiodocker as _aiodocker"),
+    ("layers", "actions/base.py", "from daemon.http import server as _server"),
+]
+
+
+@pytest.mark.parametrize(("name", "module", "line"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
+def test_a_violation_breaks_its_contract(tmp_path: Path, name: str, module: str,
+                                         line: str) -> None:
+    shutil.copytree(ROOT / "daemon", tmp_path / "daemon",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with (tmp_path / "daemon" / module).open("a") as f:
+        f.write("\n" + line + "\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert f"{contract(name)} BROKEN" in result.stdout, result.stdout
+
+
+def test_the_audit_contract_names_every_third_party_package_daemon_imports() -> None:
+    graph = grimp.build_graph("daemon", include_external_packages=True)
+    used = {m for m in graph.modules if not m.startswith("daemon")} - sys.stdlib_module_names
+    audit = next(c for c in contracts() if c["name"] == contract("audit is stdlib-only"))
+    forbidden = audit["forbidden_modules"]
+    assert isinstance(forbidden, list)
+    assert used <= set(forbidden), f"add to the audit contract: {sorted(used - set(forbidden))}"
 
 
 def test_a_daemon_without_docker_loads_no_docker_client() -> None:
@@ -61,5 +86,5 @@ def test_a_daemon_without_docker_loads_no_docker_client() -> None:
         "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60, check=True, cwd=PACKAGE.parent).stdout
+                         timeout=60, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
