@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 from daemon.engine.evaluator import Evaluator
+from daemon.engine.state import MatchState
 from tests.rulekit import docker_event, ruleset
 
 UNHEALTHY = 'event.action == "health_status" && event.attributes.health == "unhealthy"'
@@ -151,3 +153,58 @@ def test_many_pending_timers_fire_in_due_order(tmp_path: Path) -> None:
     fired = engine.due(259)
     assert [d.target.id for d in fired] == ids[1:250:2]
     assert engine.next_due() == 261
+
+
+LOOP = rules("""
+  - name: loop
+    source: docker
+    when: event.action == "die"
+    occurrences: {count: 3, within: 1m}
+    actions: [notify.webhook: {}]
+""")
+
+
+def test_occurrence_history_of_100k_subjects_that_went_away_is_evicted() -> None:
+    # A Kubernetes Pod or a KPI series never sends `destroy`: 100k subjects, 1,000 new
+    # ones a second, each hit once, on a 10 s window, so about 10,000 are live at once.
+    state = MatchState()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(100_000):
+            state.count_hit(("loop", f"kubernetes/pod/ns/pod-{i:08d}"), i / 1000, 3, 10.0)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        for _ in range(200):  # each sweep evicts a bounded batch
+            state.take_due(160.0)
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 2**20, f"{peak / 2**20:.1f} MiB at the peak for ~10k live subjects"
+    # What stays is the emptied dicts' tables, sized for the live peak, not the total.
+    assert held < 2**20, f"{held / 2**10:.0f} KiB still held after every window closed"
+    assert state.size().series == 0
+
+
+def test_eviction_keeps_counting_subjects_still_inside_their_window(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, LOOP))
+    flapping = "f" * 64
+    for i in range(3000):  # others come and go before it
+        engine.evaluate(docker_event("die", f"{i:064x}"), i / 100)
+    assert engine.evaluate(docker_event("die", flapping), 31) == []
+    assert engine.evaluate(docker_event("die", flapping), 60) == []
+    for _ in range(5):  # each call evicts a bounded batch
+        assert engine.due(90) == []  # the crowd's windows closed; the flapping one's not
+    assert engine.state.size().series == 1
+    [decision] = engine.evaluate(docker_event("die", flapping), 90)
+    assert decision.target.id == flapping
+    assert engine.state.size().series == 0
+
+
+def test_reload_drops_occurrence_history_of_removed_rules(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, LOOP))
+    engine.evaluate(docker_event("die"), 0)
+    engine.evaluate(docker_event("die"), 1)
+    engine.swap(ruleset(tmp_path, LOOP.replace("name: loop", "name: other")))
+    assert engine.state.size().series == 0
+    engine.swap(ruleset(tmp_path, LOOP))
+    assert engine.evaluate(docker_event("die"), 2) == []  # counting starts over

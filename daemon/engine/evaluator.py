@@ -54,10 +54,8 @@ class Evaluator:
         self._new_id = new_id
 
     def swap(self, ruleset: RuleSet) -> None:
-        """Take a new rule set; pending `for` timers of rules that still exist carry over."""
-        names = {r.rule.name for r in ruleset.rules}
-        for key in [k for k in self.state.pending if k[0] not in names]:
-            self.state.release(key)
+        """Take a new rule set; the state of rules that still exist carries over."""
+        self.state.forget_rules({r.rule.name for r in ruleset.rules})
         self.ruleset = ruleset
 
     def evaluate(self, event: Event, now: float) -> list[Decision]:
