@@ -27,8 +27,10 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: [rules] paths from the configuration)")
     audit = sub.add_parser("audit", help="inspect an audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the hash chain")
+    verify = audit_sub.add_parser("verify", help="check the hash chain and the checkpoint")
     verify.add_argument("path", type=Path)
+    verify.add_argument("--checkpoint", type=Path, help="the log's checkpoint, best a copy "
+                        "kept off-host (default: PATH.checkpoint when it exists)")
     tail = audit_sub.add_parser("tail", help="print the newest records")
     tail.add_argument("path", type=Path)
     tail.add_argument("-n", "--limit", type=int, default=20)
@@ -106,15 +108,38 @@ def _check(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from daemon.audit.log import AuditLog
-    from daemon.audit.verify import verify
 
     if args.audit_command == "verify":
-        result = verify(args.path)
-        if result.ok:
-            print(f"ok: {result.records} records, chain intact")
-            return EXIT_OK
-        print(f"{args.path}: {result.reason}", file=sys.stderr)
-        return EXIT_PROBLEMS
+        return _audit_verify(args.path, args.checkpoint)
     for record in AuditLog(args.path).tail(args.limit):
         print(json.dumps(record, ensure_ascii=False))
     return EXIT_OK
+
+
+def _audit_verify(path: Path, checkpoint: Path | None) -> int:
+    from daemon.audit.checkpoint import default_checkpoint_path
+    from daemon.audit.verify import verify
+
+    if checkpoint is None:
+        default = default_checkpoint_path(path)
+        if default.exists():
+            checkpoint = default
+        else:
+            print(f"checkpoint: none ({default} does not exist); a cut tail goes unseen")
+    result = verify(path, checkpoint=checkpoint)
+    if result.checkpoint is not None:
+        print(f"checkpoint: {checkpoint} (seq {result.checkpoint.seq})")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.open_intents:
+        count = len(result.open_intents)
+        shown = ", ".join(f"seq {seq} (incident {incident})"
+                          for seq, incident in result.open_intents[:10])
+        more = f", and {count - 10} more" if count > 10 else ""
+        print(f"warning: {count} open intent(s) (decision without outcome): {shown}{more}",
+              file=sys.stderr)
+    if result.ok:
+        print(f"ok: {result.records} records, chain intact")
+        return EXIT_OK
+    print(f"{path}: {result.reason}", file=sys.stderr)
+    return EXIT_PROBLEMS

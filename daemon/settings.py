@@ -66,6 +66,8 @@ class DockerSettings(_Group):
 class AuditSettings(_Group):
     path: Path = Path("var/audit.jsonl")
     fsync: bool = True
+    # Seq and hash of the newest record, kept apart so a cut tail shows; None: <path>.checkpoint
+    checkpoint: Path | None = None
 
 
 class RulesSettings(_Group):

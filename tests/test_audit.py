@@ -304,3 +304,45 @@ def test_tail_returns_newest_records(log_path: Path) -> None:
 
 def test_tail_of_missing_log_is_empty(tmp_path: Path) -> None:
     assert AuditLog(tmp_path / "none.jsonl").tail(10) == []
+
+
+def test_a_recovery_note_that_could_not_be_written_is_kept_for_the_next_open(
+    log_path: Path, file_size_limit: None
+) -> None:
+    write_records(log_path, 3)
+    good_size = log_path.stat().st_size
+    with log_path.open("ab") as f:
+        f.write(b'{"seq":4,"ti')
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    # The torn bytes can be saved aside and cut, but the recovery record does not fit.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (good_size + 10, hard))
+    log = AuditLog(log_path)
+    with pytest.raises(AuditUnavailable, match="File too large"):
+        log.open()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, hard))
+
+    recovery = log.open()
+    try:
+        note = log.tail(1)[0]
+    finally:
+        log.close()
+    assert recovery.torn_bytes == 12
+    assert note["kind"] == "recovery" and note["torn_bytes"] == 12
+    assert Path(note["saved_to"]).read_bytes() == b'{"seq":4,"ti'
+    assert verify(log_path).ok
+
+
+def test_a_failed_open_can_be_retried(log_path: Path) -> None:
+    holder = AuditLog(log_path)
+    holder.open()
+    second = AuditLog(log_path)
+    with pytest.raises(AuditUnavailable, match="locked"):
+        second.open()
+    holder.close()
+    second.open()
+    try:
+        # Healthy at once: the executor refuses to act, and so to write, while it is not.
+        assert second.healthy
+        assert second.append("lifecycle", {"event": "started"})["seq"] == 1
+    finally:
+        second.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import itertools
 import json
 import os
@@ -18,61 +17,45 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
-GENESIS_HASH = "0" * 64
-RESERVED_KEYS = frozenset({"seq", "time", "kind", "prev_hash", "hash"})
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    compare_checkpoint,
+    default_checkpoint_path,
+    read_checkpoint,
+    write_checkpoint,
+)
+from .records import (
+    GENESIS_HASH,
+    RESERVED_KEYS,
+    canonical,
+    describe_os_error,
+    format_time,
+    parse_record,
+    record_hash,
+    record_time,
+)
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditLog",
+    "AuditUnavailable",
+    "Recovery",
+    "canonical",
+    "describe_os_error",
+    "format_time",
+    "iter_lines_backwards",
+    "parse_record",
+    "record_hash",
+    "record_time",
+]
+
 _BLOCK = 64 * 1024
-
-
-def canonical(obj: Mapping[str, Any]) -> bytes:
-    """The byte form that record hashes are computed over."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def record_hash(record: Mapping[str, Any]) -> str:
-    """SHA-256 hex of ``record`` without its ``hash`` key."""
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(canonical(body)).hexdigest()
-
-
-def format_time(ts: float) -> str:
-    """RFC 3339 UTC with microseconds, e.g. ``2024-05-01T12:00:00.000001Z``."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def record_time(record: Mapping[str, Any]) -> float:
-    """A record's `time` as seconds since the epoch (0.0 when it has none or a bad one)."""
-    try:
-        return datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
-        return 0.0
-
-
-def parse_record(line: bytes) -> dict[str, Any] | None:
-    """The record on ``line``; None unless it is a JSON object with int seq and str hash."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):  # ValueError covers bad JSON and bad UTF-8
-        return None
-    if not isinstance(obj, dict):
-        return None
-    # bool is an int subclass, and `true` is no sequence number
-    if type(obj.get("seq")) is not int or not isinstance(obj.get("hash"), str):
-        return None
-    return obj
-
-
-def describe_os_error(exc: OSError) -> str:
-    """``No space left on device (ENOSPC)`` rather than a bare errno number."""
-    if exc.errno is None:
-        return str(exc)
-    name = errno.errorcode.get(exc.errno, str(exc.errno))
-    return f"{exc.strerror or os.strerror(exc.errno)} ({name})"
 
 
 class AuditUnavailable(Exception):
@@ -90,11 +73,16 @@ class Recovery:
 
     ``records`` is the seq of the last intact record already in the file (so the
     record count of a clean log), not counting a recovery record open() adds.
+    ``checkpoint_problem`` says how the log disagrees with its checkpoint (cut
+    tail, rewritten record, unreadable checkpoint): the daemon should log it as
+    an error. ``missing_tail`` is the first and last seq cut from the tail.
     """
 
     records: int
     torn_bytes: int
     torn_saved_to: Path | None
+    missing_tail: tuple[int, int] | None = None
+    checkpoint_problem: str | None = None
 
 
 def iter_lines_backwards(f: BinaryIO, end: int) -> Iterator[tuple[int, bytes]]:
@@ -154,8 +142,14 @@ class AuditLog:
         *,
         fsync: bool = True,
         clock: Callable[[], float] = time.time,
+        checkpoint: Path | None = None,
     ) -> None:
         self._path = Path(path)
+        self._checkpoint = Path(checkpoint) if checkpoint else default_checkpoint_path(self._path)
+        self._checkpoint_error: str | None = None
+        # What a failed open() found and repaired but could not record; the next
+        # open() writes it, since the repair (a torn line cut away) is not repeated.
+        self._pending: tuple[Recovery, dict[str, Any]] | None = None
         self._fsync = fsync
         self._clock = clock
         self._fd: int | None = None
@@ -164,6 +158,7 @@ class AuditLog:
         self._dirty_tail = False  # a failed write left bytes that could not be cut yet
         self._seq = 0
         self._prev_hash = GENESIS_HASH
+        self._head_time: str | None = None
         self._healthy = True
         self._last_error: str | None = None
         self._recovery: Recovery | None = None
@@ -189,13 +184,40 @@ class AuditLog:
         """What the last open() found; lets ``with AuditLog(...)`` users see it."""
         return self._recovery
 
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest record (0 for an empty log): the checkpoint to export."""
+        return self._seq
+
+    @property
+    def last_hash(self) -> str:
+        """Hash of the newest record (the genesis hash for an empty log)."""
+        return self._prev_hash
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self._checkpoint
+
+    @property
+    def checkpoint_error(self) -> str | None:
+        """Why the checkpoint is behind the log, until a later write catches it up."""
+        return self._checkpoint_error
+
     def open(self) -> Recovery:
+        """Open for appending, repairing a torn tail; callable again after it failed."""
         with self._lock:
             if self._fd is not None:
                 raise RuntimeError(f"audit log {self._path} is already open")
             fd = self._open_fd()
             try:
                 recovery, note = self._load(fd)
+                stored = self._check_checkpoint(note) if self._regular else None
+                cut = (note["missing_from"], note["missing_to"]) if "missing_from" in note else None
+                recovery = replace(
+                    recovery, missing_tail=cut, checkpoint_problem=note.get("checkpoint_problem")
+                )
+                if self._pending is not None:
+                    recovery, note = _merge_pending(self._pending, recovery, note)
             except OSError as exc:
                 os.close(fd)
                 raise self._fail("recovery", exc) from exc
@@ -204,12 +226,17 @@ class AuditLog:
                 raise
             self._fd = fd
             self._recovery = recovery
-            if note is not None:
+            self._healthy = True
+            if note:
                 try:
                     self._append_locked("recovery", note)
                 except AuditUnavailable:
+                    self._pending = (recovery, note)
                     self._close_locked()
                     raise
+            elif self._regular and self._seq and stored != Checkpoint(self._seq, self._prev_hash):
+                self._save_checkpoint()  # adopt a log that has none, or one that lagged
+            self._pending = None
             return recovery
 
     def append(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -305,13 +332,14 @@ class AuditLog:
                 raise self._fail("open", exc) from exc
         return fd
 
-    def _load(self, fd: int) -> tuple[Recovery, dict[str, Any] | None]:
+    def _load(self, fd: int) -> tuple[Recovery, dict[str, Any]]:
         """Find where the chain continues; cut away a torn last line."""
         self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
         self._seq, self._prev_hash, self._size, self._dirty_tail = 0, GENESIS_HASH, 0, False
+        self._head_time = None
         if not self._regular:
             # A device or pipe (e.g. /dev/full in tests) has no history to read back.
-            return Recovery(0, 0, None), None
+            return Recovery(0, 0, None), {}
         with open(self._path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             lines = iter_lines_backwards(f, size)
@@ -348,6 +376,7 @@ class AuditLog:
             # Chain from the stored hash even if it is wrong, so verify() blames
             # only the altered record and not every record after it.
             self._prev_hash = last["hash"]
+            self._head_time = last.get("time") if isinstance(last.get("time"), str) else None
             if record_hash(last) != last["hash"]:
                 note["last_record_problem"] = (
                     f"record seq {last['seq']} fails its hash check; "
@@ -355,7 +384,54 @@ class AuditLog:
                 )
         self._size = size
         recovery = Recovery(self._seq, len(torn), saved_to)
-        return recovery, (note or None)
+        return recovery, note
+
+    def _check_checkpoint(self, note: dict[str, Any]) -> Checkpoint | None:
+        """Compare the loaded log with its checkpoint, noting any problem in ``note``."""
+        try:
+            stored = read_checkpoint(self._checkpoint)
+        except CheckpointError as exc:
+            note["checkpoint_problem"] = str(exc)
+            return None
+        if stored is None:
+            return None
+        problem, missing = compare_checkpoint(stored, self._checkpoint, self._seq, self._hash_at)
+        if problem is not None:
+            note.update(checkpoint_problem=problem, checkpoint=str(self._checkpoint))
+        if missing is not None:
+            note.update(missing_from=missing[0], missing_to=missing[1])
+        return stored
+
+    def _hash_at(self, seq: int) -> str | None:
+        """Stored hash of record ``seq``, read back from the end (the checkpoint is near it)."""
+        if seq == self._seq:
+            return self._prev_hash
+        with open(self._path, "rb") as f:
+            for _, line in iter_lines_backwards(f, self._size):
+                record = parse_record(line)
+                if record is None:
+                    continue
+                if record["seq"] == seq:
+                    return str(record["hash"])
+                if record["seq"] < seq:
+                    return None
+        return None
+
+    def _save_checkpoint(self) -> None:
+        """Point the checkpoint at the newest record; a failure is kept, not raised.
+
+        The record is already durable, so failing the append would misreport it;
+        a checkpoint that lags the log is still consistent and catches up next time.
+        """
+        head = Checkpoint(self._seq, self._prev_hash)
+        try:
+            write_checkpoint(self._checkpoint, head, time=self._head_time, fsync=self._fsync)
+        except OSError as exc:
+            self._checkpoint_error = (
+                f"audit checkpoint {self._checkpoint}: write failed: {describe_os_error(exc)}"
+            )
+        else:
+            self._checkpoint_error = None
 
     def _save_torn(self, data: bytes) -> Path:
         base = f"{self._path}.torn-{int(self._clock())}"
@@ -369,6 +445,9 @@ class AuditLog:
                 _write_all(fd, data)
                 if self._fsync:
                     os.fsync(fd)
+            except OSError:
+                os.unlink(candidate)  # an empty or partial copy would mislead
+                raise
             finally:
                 os.close(fd)
             if self._fsync:
@@ -409,7 +488,10 @@ class AuditLog:
         self._size += len(line)
         self._seq = record["seq"]
         self._prev_hash = record["hash"]
+        self._head_time = record["time"]
         self._healthy = True
+        if self._regular:
+            self._save_checkpoint()
         return record
 
     def _cut_back(self, fd: int) -> None:
@@ -426,3 +508,16 @@ class AuditLog:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # also releases the flock
+
+
+def _merge_pending(
+    pending: tuple[Recovery, dict[str, Any]], recovery: Recovery, note: dict[str, Any]
+) -> tuple[Recovery, dict[str, Any]]:
+    """Fold what an earlier, failed open() repaired into this open()'s findings."""
+    old_recovery, old_note = pending
+    if recovery.torn_bytes == 0 and old_recovery.torn_bytes:
+        recovery = replace(
+            recovery, torn_bytes=old_recovery.torn_bytes, torn_saved_to=old_recovery.torn_saved_to
+        )
+    # This open's comparison with the checkpoint is the current truth; keep the rest.
+    return recovery, {**old_note, **note}

@@ -2,6 +2,8 @@
 
 Streams the file line by line, so a large log costs time but not memory.
 Stops at the first problem: everything after a break is unanchored anyway.
+With a checkpoint it also sees a cut tail, which the chain alone cannot. Open
+intents and holes the daemon recorded on open are warnings, not failures.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .log import GENESIS_HASH, describe_os_error, record_hash
+from .checkpoint import Checkpoint, CheckpointError, compare_checkpoint, read_checkpoint
+from .intents import intent_incident, outcome_incident
+from .records import GENESIS_HASH, describe_os_error, record_hash
 
 # The writer puts seq first, so even a torn or mangled line usually names its seq.
 _SEQ_PREFIX = re.compile(rb'^\{"seq":(\d+)')
@@ -28,20 +32,53 @@ class VerifyResult:
     first_bad_seq: int | None
     first_bad_line: int | None
     reason: str | None
+    last_seq: int = 0
+    last_hash: str = GENESIS_HASH
+    checkpoint: Checkpoint | None = None  # the checkpoint compared against, if any
+    open_intents: tuple[tuple[int, str], ...] = ()  # (seq, incident), oldest first
+    warnings: tuple[str, ...] = ()
 
 
-def verify(path: Path) -> VerifyResult:
+def verify(path: Path, *, checkpoint: Path | None = None) -> VerifyResult:
+    """Check the chain, and with ``checkpoint`` that no record was cut from the end."""
     path = Path(path)
+    stored: Checkpoint | None = None
+    if checkpoint is not None:
+        try:
+            stored = read_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            return _unreadable(str(exc))
+        if stored is None:
+            return _unreadable(f"checkpoint {checkpoint}: file not found")
     try:
         with open(path, "rb") as f:
             # A device such as /dev/zero would never yield a line.
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 return _unreadable(f"{path}: not a regular file")
-            return _verify_stream(f)
+            walk = _Walk(watch_seq=stored.seq if stored else None)
+            bad = walk.run(f)
     except FileNotFoundError:
         return _unreadable(f"{path}: file not found")
     except OSError as exc:
         return _unreadable(f"{path}: cannot read: {describe_os_error(exc)}")
+    if bad is None and stored is not None and checkpoint is not None:
+        problem, _ = compare_checkpoint(
+            stored, checkpoint, walk.last_seq, lambda seq: walk.watched_hash
+        )
+        if problem is not None:
+            bad = _Bad(problem, None)
+    return VerifyResult(
+        ok=bad is None,
+        records=walk.verified,
+        first_bad_seq=bad.seq if bad else None,
+        first_bad_line=walk.bad_line,
+        reason=bad.reason if bad else None,
+        last_seq=walk.last_seq,
+        last_hash=walk.last_hash,
+        checkpoint=stored,
+        open_intents=tuple(sorted((seq, incident) for incident, seq in walk.pending.items())),
+        warnings=tuple(walk.warnings),
+    )
 
 
 def _unreadable(reason: str) -> VerifyResult:
@@ -55,47 +92,83 @@ class _Bad(Exception):
         self.seq = seq
 
 
-def _verify_stream(f: BinaryIO) -> VerifyResult:
-    expected_seq = 1
-    prev_hash = GENESIS_HASH
-    verified = 0
-    line_no = 0
-    upcoming = f.readline()
-    while upcoming:
-        # One line of lookahead tells whether a bad line is the last one (torn).
-        line, upcoming = upcoming, f.readline()
-        line_no += 1
-        try:
-            record = _parse(line, line_no, is_last=not upcoming)
-            seq: int = record["seq"]
-            where = f"line {line_no} (seq {seq})"
-            if record_hash(record) != record["hash"]:
-                raise _Bad(f"{where}: hash mismatch: record was altered", seq)
-            if seq > expected_seq:
-                missing = seq - expected_seq
-                raise _Bad(
-                    f"{where}: seq gap: expected seq {expected_seq}, "
-                    f"{missing} record(s) deleted or moved",
-                    seq,
-                )
-            if seq < expected_seq:
-                raise _Bad(
-                    f"{where}: seq out of order: expected seq {expected_seq}, "
-                    "record reordered or duplicated",
-                    seq,
-                )
-            if record["prev_hash"] != prev_hash:
-                raise _Bad(
-                    f"{where}: prev_hash does not match the previous record's hash: "
-                    "chain broken (record replaced or inserted)",
-                    seq,
-                )
-        except _Bad as bad:
-            return VerifyResult(False, verified, bad.seq, line_no, bad.reason)
-        verified += 1
-        expected_seq = seq + 1
-        prev_hash = record["hash"]
-    return VerifyResult(True, verified, None, None, None)
+@dataclass
+class _Walk:
+    """One forward pass: the chain, the hash at the checkpoint's seq, open intents."""
+
+    watch_seq: int | None
+    verified: int = 0
+    last_seq: int = 0
+    last_hash: str = GENESIS_HASH
+    watched_hash: str | None = None
+    bad_line: int | None = None
+    pending: dict[str, int] = field(default_factory=dict)  # incident -> seq of its intent
+    warnings: list[str] = field(default_factory=list)
+
+    def run(self, f: BinaryIO) -> _Bad | None:
+        line_no = 0
+        upcoming = f.readline()
+        while upcoming:
+            # One line of lookahead tells whether a bad line is the last one (torn).
+            line, upcoming = upcoming, f.readline()
+            line_no += 1
+            try:
+                record = _parse(line, line_no, is_last=not upcoming)
+                self._link(record, f"line {line_no} (seq {record['seq']})")
+            except _Bad as bad:
+                self.bad_line = line_no
+                return bad
+            self._note(record)
+        return None
+
+    def _link(self, record: dict[str, Any], where: str) -> None:
+        seq: int = record["seq"]
+        expected_seq = self.last_seq + 1
+        if record_hash(record) != record["hash"]:
+            raise _Bad(f"{where}: hash mismatch: record was altered", seq)
+        if seq > expected_seq:
+            missing = seq - expected_seq
+            raise _Bad(
+                f"{where}: seq gap: expected seq {expected_seq}, "
+                f"{missing} record(s) deleted or moved",
+                seq,
+            )
+        if seq < expected_seq:
+            raise _Bad(
+                f"{where}: seq out of order: expected seq {expected_seq}, "
+                "record reordered or duplicated",
+                seq,
+            )
+        if record["prev_hash"] != self.last_hash:
+            raise _Bad(
+                f"{where}: prev_hash does not match the previous record's hash: "
+                "chain broken (record replaced or inserted)",
+                seq,
+            )
+
+    def _note(self, record: dict[str, Any]) -> None:
+        seq: int = record["seq"]
+        self.verified += 1
+        self.last_seq, self.last_hash = seq, record["hash"]
+        if seq == self.watch_seq:
+            self.watched_hash = record["hash"]
+        if (promised := intent_incident(record)) is not None:
+            self.pending.setdefault(promised, seq)
+        elif (done := outcome_incident(record)) is not None:
+            self.pending.pop(done, None)
+        elif record["kind"] == "recovery" and "checkpoint_problem" in record:
+            self.warnings.append(_recovered_hole(record))
+
+
+def _recovered_hole(record: dict[str, Any]) -> str:
+    """A warning for what the daemon found missing when it opened the log."""
+    first, last = record.get("missing_from"), record.get("missing_to")
+    if isinstance(first, int) and isinstance(last, int):
+        return (
+            f"seq {record['seq']}: records {first}..{last} were missing from the tail "
+            "when the log was opened"
+        )
+    return f"seq {record['seq']}: when the log was opened: {record['checkpoint_problem']}"
 
 
 def _parse(line: bytes, line_no: int, *, is_last: bool) -> dict[str, Any]:
