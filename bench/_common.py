@@ -1,7 +1,8 @@
 """Shared helpers for the benchmarks: machine facts, results files, percentiles, dockerd.
 
 Not a benchmark itself. Every script in bench/ imports it first; it puts the
-repository root on sys.path so `daemon` and `tests.harness` import from the work tree.
+repository root on sys.path so `daemon` imports from the work tree. Nothing here
+imports tests/: a benchmark must run where the test bed does not.
 """
 
 from __future__ import annotations
@@ -23,15 +24,12 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")
 STACK = ROOT / "scripts" / "stack"
 IMAGE = "remedyd-test/busybox:latest"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-# The test bed's own probes of the private dockerd, so both find the same engine.
-from tests.conftest import docker_ping, stack_docker_host  # noqa: E402
 
 # -- machine and results -------------------------------------------------------------------
 
@@ -87,6 +85,7 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Write the run's summary (no per-sample data) to RESULTS/NAME.json."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
@@ -114,6 +113,31 @@ def summary(values: Sequence[float], digits: int = 3) -> dict[str, float | int]:
 
 
 # -- dockerd ---------------------------------------------------------------------------------
+
+def stack_docker_host() -> str:
+    """DOCKER_HOST of the private dockerd that scripts/stack/dockerd-up starts."""
+    stack_dir = Path(os.environ.get("STACK_DIR") or "/tmp/remedyd-stack").resolve()
+    return f"unix://{stack_dir}/docker/docker.sock"
+
+
+def docker_ping(docker_host: str) -> bool:
+    """True if dockerd answers GET /_ping on `docker_host` within a few seconds."""
+
+    async def ping() -> bool:
+        api = DockerAPI(docker_host, timeout_s=5)
+        try:
+            await api.call("GET", "/_ping")
+            return True
+        except (OSError, RuntimeError, aiohttp.ClientError, TimeoutError):
+            return False
+        finally:
+            await api.close()
+
+    try:
+        return asyncio.run(ping())
+    except ValueError:  # not a unix:// or tcp:// address
+        return False
+
 
 @contextlib.contextmanager
 def dockerd() -> Iterator[tuple[str, bool]]:
@@ -147,7 +171,7 @@ def dockerd() -> Iterator[tuple[str, bool]]:
 class DockerAPI:
     """A few Engine API calls over DOCKER_HOST with aiohttp (the same stack remedyd uses)."""
 
-    def __init__(self, docker_host: str) -> None:
+    def __init__(self, docker_host: str, timeout_s: float = 60) -> None:
         if docker_host.startswith("unix://"):
             connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
                 path=docker_host.removeprefix("unix://"), limit=32)
@@ -158,7 +182,7 @@ class DockerAPI:
         else:
             raise ValueError(f"unsupported DOCKER_HOST {docker_host!r}")
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
 
     async def close(self) -> None:
         await self.session.close()

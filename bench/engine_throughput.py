@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -272,25 +275,97 @@ def breakdown(ruleset: RuleSet, events: list[dict[str, Any]]) -> dict[str, float
             "evaluations_failing_share": round(failed / calls, 3)}
 
 
-def measure(name: str, ruleset: RuleSet, events: list[dict[str, Any]],
-            runs: int) -> dict[str, Any]:
-    run_once(ruleset, events[: len(events) // 10])  # warm-up: caches, CEL, allocator
-    results = []
+def run_json(payloads: list[bytes]) -> dict[str, Any]:
+    """The yardstick: json.loads of every raw event as the engine's stream carries it."""
+    gc.collect()
+    start = time.perf_counter()
+    for payload in payloads:
+        json.loads(payload)
+    elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "events_per_s": len(payloads) / elapsed}
+
+
+def side_by_side(variants: dict[str, Callable[[], dict[str, Any]]],
+                 runs: int) -> dict[str, list[dict[str, Any]]]:
+    """Every variant once per round, one round after another: ratios are taken per round."""
+    for run in variants.values():
+        run()  # warm-up: caches, CEL, allocator
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for i in range(runs):
-        result = run_once(ruleset, events)
-        results.append(result)
-        print(f"  {name:9s} run {i + 1}/{runs}: {result['events_per_s']:>10,.0f} events/s "
-              f"({result['decisions']} decisions, {result['evaluation_problems']} "
-              "evaluation problems)", flush=True)
+        for name, run in variants.items():
+            result = run()
+            rounds[name].append(result)
+            problems = (f" ({result['decisions']} decisions, {result['evaluation_problems']} "
+                        "evaluation problems)" if "decisions" in result else "")
+            print(f"  round {i + 1}/{runs} {name:16s} {result['events_per_s']:>10,.0f} "
+                  f"events/s{problems}", flush=True)
+    return rounds
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [r["events_per_s"] for r in results]
-    return {"median_events_per_s": round(statistics.median(rates)),
-            "min_events_per_s": round(min(rates)), "max_events_per_s": round(max(rates)),
-            "runs": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
-                     for r in results],
-            "decisions_per_run": results[0]["decisions"],
-            "events_with_decisions_per_run": results[0]["events_with_decisions"],
-            "evaluation_problems_per_run": results[0]["evaluation_problems"],
-            "index": index_stats(ruleset, events)}
+    found = {"median_events_per_s": round(statistics.median(rates)),
+             "min_events_per_s": round(min(rates)), "max_events_per_s": round(max(rates))}
+    for key in ("decisions", "events_with_decisions", "evaluation_problems"):
+        if key in results[0]:
+            found[f"{key}_per_run"] = results[0][key]
+    return found
+
+
+def ratio(rounds: dict[str, list[dict[str, Any]]], slow: str, fast: str) -> float:
+    """Median over rounds of slow's time / fast's time (same events, same round)."""
+    return round(statistics.median(a["seconds"] / b["seconds"] for a, b in zip(
+        rounds[slow], rounds[fast], strict=True)), 2)
+
+
+def state_memory(subjects: int) -> dict[str, Any]:
+    """The engine's state after `die` from `subjects` distinct containers, and after a sweep.
+
+    Bundled rules only (docker-notify-restart-loop counts `die` per container over
+    10 min); 1,000 new containers a second, so all are inside the window at the end.
+    """
+    ruleset, errors = load_ruleset([_common.ROOT / "rules" / "docker.yaml"],
+                                   Daemon.action_catalog(Settings()))
+    if errors:
+        raise SystemExit("rule errors:\n" + "\n".join(map(str, errors)))
+    window = max(r.rule.occurrences.within for r in ruleset.rules if r.rule.occurrences)
+    evaluator = Evaluator(ruleset)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        now = 0.0
+        for i in range(subjects):
+            now = i / 1000
+            cid = f"{i:064x}"
+            event = normalise({"Type": "container", "Action": "die", "timeNano": i + 1,
+                               "Actor": {"ID": cid, "Attributes": {
+                                   "name": f"job-{i}", "image": "busybox", "exitCode": "1"}}},
+                              now)
+            assert event is not None
+            evaluator.evaluate(event, now)
+            evaluator.due(now)
+        gc.collect()
+        before = evaluator.state.size()
+        before_bytes = tracemalloc.get_traced_memory()[0] - base
+        later = now + window + 1
+        sweeps = 0
+        t0 = time.perf_counter()
+        while evaluator.state.size().series and sweeps < subjects:
+            evaluator.due(later)
+            sweeps += 1
+        sweep_s = time.perf_counter() - t0
+        gc.collect()
+        after = evaluator.state.size()
+        after_bytes = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    return {"subjects": subjects, "window_s": window,
+            "before_sweep": {"series": before.series, "pending": before.pending,
+                             "traced_mib": round(before_bytes / 2**20, 2)},
+            "after_sweep": {"series": after.series, "pending": after.pending,
+                            "traced_mib": round(after_bytes / 2**20, 2)},
+            "due_calls_to_sweep": sweeps, "sweep_seconds": round(sweep_s, 3)}
 
 
 def pin_to_one_core() -> int | None:
@@ -310,7 +385,10 @@ def _unindexed(ruleset: RuleSet) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000, help="raw events per run")
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per variant (>= 5)")
+    parser.add_argument("--runs", type=int, default=7,
+                        help="timed rounds (each runs every variant once)")
+    parser.add_argument("--subjects", type=int, default=100_000,
+                        help="distinct containers for the engine state figure")
     args = parser.parse_args()
     loadavg_before = Path("/proc/loadavg").read_text().split()[:3]
     cpu = pin_to_one_core()
@@ -320,64 +398,86 @@ def main() -> int:
         indexed = load_rules(Path(tmp))
         narrowable = load_rules(Path(tmp), narrowable=True)
     flat = FlatRuleSet(rules=indexed.rules, files=indexed.files)
+    memory = state_memory(args.subjects)  # before gc.freeze(): its garbage is its own
     gc.freeze()  # the workload itself is no garbage; keep full collections off it
     print(f"engine throughput: {len(indexed.rules)} rules ({_unindexed(indexed)} the index "
-          f"cannot narrow), {len(events):,} raw events per run, {args.runs} runs, "
+          f"cannot narrow), {len(events):,} raw events per run, {args.runs} rounds, "
           f"pinned to CPU {cpu}")
-    res: dict[str, Any] = {}
+    payloads = [json.dumps(e).encode() for e in events]
+    payloads_ne = [json.dumps(e).encode() for e in no_exec]
     print("mix with the exec_* health-probe events (as the engine streams them):")
-    res["indexed"] = measure("indexed", indexed, events, args.runs)
-    res["no_index"] = measure("no-index", flat, events, args.runs)
-    res["indexed_all_narrowable"] = measure("narrowed", narrowable, events, args.runs)
+    full = side_by_side({
+        "indexed": lambda: run_once(indexed, events),
+        "no-index": lambda: run_once(flat, events),
+        "all-narrowable": lambda: run_once(narrowable, events),
+        "json.loads": lambda: run_json(payloads)}, args.runs)
     print(f"the same mix without exec_* events ({len(no_exec):,} events per run):")
-    res["indexed_no_exec"] = measure("indexed", indexed, no_exec, args.runs)
-    res["no_index_no_exec"] = measure("no-index", flat, no_exec, args.runs)
+    ne = side_by_side({
+        "indexed": lambda: run_once(indexed, no_exec),
+        "no-index": lambda: run_once(flat, no_exec),
+        "json.loads": lambda: run_json(payloads_ne)}, args.runs)
     costs = breakdown(indexed, events)
-    decisions = {k: v["decisions_per_run"] for k, v in res.items()}
-    if len({decisions[k] for k in ("indexed", "no_index", "indexed_all_narrowable")}) != 1 or (
-            decisions["indexed_no_exec"] != decisions["no_index_no_exec"]):
+    res = {"full_mix": {k: summarise(v) for k, v in full.items()},
+           "no_exec": {k: summarise(v) for k, v in ne.items()}}
+    decisions = {f"{mix}/{k}": v.get("decisions_per_run") for mix, group in res.items()
+                 for k, v in group.items() if "decisions_per_run" in v}
+    if len({decisions[f"full_mix/{k}"] for k in ("indexed", "no-index", "all-narrowable")}
+           ) != 1 or decisions["no_exec/indexed"] != decisions["no_exec/no-index"]:
         print(f"WARNING: variants disagree on decisions: {decisions}", file=sys.stderr)
 
-    def rate(key: str) -> int:
-        return int(res[key]["median_events_per_s"])
+    def rate(mix: str, key: str) -> int:
+        return int(res[mix][key]["median_events_per_s"])
 
-    speedup = rate("indexed") / rate("no_index")
-    speedup_ne = rate("indexed_no_exec") / rate("no_index_no_exec")
+    ratios = {"index_speedup": ratio(full, "no-index", "indexed"),
+              "index_speedup_no_exec": ratio(ne, "no-index", "indexed"),
+              "cost_per_event_vs_json_loads": ratio(full, "indexed", "json.loads"),
+              "cost_per_event_vs_json_loads_no_exec": ratio(ne, "indexed", "json.loads")}
     unhealthy = sum(1 for e in events if e["Action"] == "health_status: unhealthy")
     data = {
         **_common.result_header("engine_throughput", loadavg_before),
         "pinned_cpu": cpu,
-        "workload": {"raw_events_per_run": len(events), "runs": args.runs, "mix_percent": MIX,
+        "workload": {"raw_events_per_run": len(events), "rounds": args.runs, "mix_percent": MIX,
                      "unhealthy_share": round(unhealthy / len(events), 4),
                      "containers": CONTAINERS, "rules": len(indexed.rules),
-                     "rules_not_narrowed_by_index": _unindexed(indexed)},
+                     "rules_not_narrowed_by_index": _unindexed(indexed),
+                     "index": index_stats(indexed, events)},
         "results": res,
+        "ratios_median_of_rounds": ratios,
         "cost_breakdown_indexed": costs,
-        "index_speedup": round(speedup, 2),
-        "index_speedup_no_exec": round(speedup_ne, 2),
+        "state_memory": memory,
         "target_events_per_s": TARGET_EVENTS_PER_S,
-        "meets_target": rate("indexed") >= TARGET_EVENTS_PER_S,
+        "meets_target": rate("full_mix", "indexed") >= TARGET_EVENTS_PER_S,
     }
     path = _common.write_results("engine_throughput", data)
     verdict = "met" if data["meets_target"] else "MISSED"
     print()
-    print(f"median of {args.runs} runs on one core, events/s (target >= "
-          f"{TARGET_EVENTS_PER_S:,}: {verdict}):")
-    print(f"  full mix      indexed {rate('indexed'):>8,}   no index {rate('no_index'):>8,}"
-          f"   x{speedup:.2f}   all rules narrowable {rate('indexed_all_narrowable'):>8,}")
-    print(f"  no exec_*     indexed {rate('indexed_no_exec'):>8,}   no index "
-          f"{rate('no_index_no_exec'):>8,}   x{speedup_ne:.2f}")
-    deciding = res["indexed"]["events_with_decisions_per_run"]
+    print(f"median of {args.runs} rounds on one core, events/s (target >= "
+          f"{TARGET_EVENTS_PER_S:,}: {verdict}); ratios are medians of per-round ratios:")
+    print(f"  full mix      indexed {rate('full_mix', 'indexed'):>8,}   no index "
+          f"{rate('full_mix', 'no-index'):>8,}   x{ratios['index_speedup']:.2f}   "
+          f"all rules narrowable {rate('full_mix', 'all-narrowable'):>8,}")
+    print(f"  no exec_*     indexed {rate('no_exec', 'indexed'):>8,}   no index "
+          f"{rate('no_exec', 'no-index'):>8,}   x{ratios['index_speedup_no_exec']:.2f}")
+    print(f"  cost per raw event = {ratios['cost_per_event_vs_json_loads']:.2f} x json.loads "
+          f"of it (json.loads {rate('full_mix', 'json.loads'):,} events/s); without exec_*: "
+          f"{ratios['cost_per_event_vs_json_loads_no_exec']:.2f} x")
+    deciding = res["full_mix"]["indexed"]["events_with_decisions_per_run"]
     print(f"  {unhealthy / len(events):.1%} of raw events are health_status: unhealthy; "
-          f"{deciding / len(events):.1%} make >= 1 decision ({decisions['indexed']:,} "
-          "decisions per run)")
+          f"{deciding / len(events):.1%} make >= 1 decision "
+          f"({decisions['full_mix/indexed']:,} decisions per run)")
     print("  per event with candidates: CEL context "
           f"{costs['context_us_per_event_with_candidates']} us "
           f"({costs['mean_attributes_per_event_with_candidates']} attributes), "
           f"{costs['evaluations_per_event_with_candidates']} evaluations x "
           f"{costs['condition_us_per_evaluation']} us; normalise "
           f"{costs['normalise_us_per_raw_event']} us per raw event")
-    print(f"results: {path.relative_to(_common.ROOT)}")
+    b, a = memory["before_sweep"], memory["after_sweep"]
+    print(f"  engine state after `die` from {memory['subjects']:,} distinct containers: "
+          f"{b['series']:,} series, {b['traced_mib']} MiB; after their "
+          f"{memory['window_s']:g} s window and {memory['due_calls_to_sweep']} due() calls "
+          f"({memory['sweep_seconds'] * 1e3:.0f} ms): {a['series']:,} series, "
+          f"{a['traced_mib']} MiB")
+    print(f"results: {path}")
     return 0
 
 

@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http.client
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,94 +40,12 @@ from typing import Any
 
 import _common
 from _common import DockerAPI
-
-from tests.harness import free_port, write_config
+from _daemon import Remedyd
 
 TARGET_RSS_MB = 64.0
 TARGET_READY_S = 1.0
 FORBIDDEN = ("kubernetes_asyncio", "opentelemetry", "apscheduler", "cel.cli", "cel")
 LABEL = "remedyd-bench-footprint"
-
-
-class Daemon:
-    """One `python -m daemon run` with its own config, port and audit log."""
-
-    def __init__(self, workdir: Path, docker_host: str, python_flags: tuple[str, ...] = (),
-                 audit: Path | None = None) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.config = write_config(workdir / "remedyd.toml", {
-            "server": {"listen": f"127.0.0.1:{self.port}"},
-            "docker": {"enabled": True, "url": docker_host},
-            "audit": {"path": str(audit or workdir / "audit.jsonl")},
-            "rules": {"paths": [str(_common.ROOT / "rules")]},
-        })
-        self.log_path = workdir / "remedyd.log"
-        self.python_flags = python_flags
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Exec the daemon; return the seconds until /readyz first answered 200."""
-        env = dict(os.environ)
-        env.pop("DOCKER_HOST", None)
-        env.pop("PYTHONPROFILEIMPORTTIME", None)
-        with self.log_path.open("ab") as log:
-            started = time.perf_counter()
-            self.proc = subprocess.Popen(
-                [sys.executable, *self.python_flags, "-m", "daemon", "run", "--config",
-                 str(self.config)], cwd=_common.ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=log, env=env)
-        deadline = started + 30
-        while time.perf_counter() < deadline:
-            if self.ready():
-                return time.perf_counter() - started
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.005)
-        self.stop()
-        raise RuntimeError(f"remedyd not ready within 30 s:\n{self.log_path.read_text()[-3000:]}")
-
-    def ready(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            conn.request("GET", "/readyz")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def status(self) -> dict[str, int]:
-        """The kB figures (and Threads) of /proc/PID/status."""
-        found: dict[str, int] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "Threads"):
-                found[key] = int(value.split()[0])
-        return found
-
-    def extension_modules(self) -> list[str]:
-        paths = set()
-        for line in Path(f"/proc/{self.pid}/maps").read_text().splitlines():
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5].endswith(".so") and "site-packages" in parts[5]:
-                paths.add(parts[5].split("site-packages/", 1)[1])
-        return sorted(paths)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def prefill_audit(path: Path, records: int, age_s: float = 7200.0) -> int:
@@ -161,7 +77,7 @@ def prefill_audit(path: Path, records: int, age_s: float = 7200.0) -> int:
     return path.stat().st_size
 
 
-def timed_starts(daemon: Daemon, count: int) -> tuple[list[float], list[float], list[float]]:
+def timed_starts(daemon: Remedyd, count: int) -> tuple[list[float], list[float], list[float]]:
     """Seconds to ready of each start, and VmRSS and VmHWM (MiB) at that moment."""
     ready_s, rss, hwm = [], [], []
     for i in range(count):
@@ -179,34 +95,33 @@ def timed_starts(daemon: Daemon, count: int) -> tuple[list[float], list[float], 
 
 def seconds(values: list[float]) -> dict[str, Any]:
     return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "runs": [round(x, 3) for x in values]}
+            "max": round(max(values), 3), "n": len(values)}
 
 
 def mib(kb: int) -> float:
     return round(kb / 1024, 1)
 
 
-def idle(daemon: Daemon, seconds: float, label: str) -> dict[str, Any]:
+def idle(daemon: Remedyd, seconds: float, label: str) -> dict[str, Any]:
     """Wait `seconds` after start, sampling memory every 5 s; the last sample is the result."""
-    samples = []
+    rss = []
     t0 = time.monotonic()
     while True:
         elapsed = time.monotonic() - t0
-        status = daemon.status()
-        samples.append({"t_s": round(elapsed, 1), "VmRSS_mib": mib(status["VmRSS"])})
+        rss.append(mib(daemon.status()["VmRSS"]))
         if elapsed >= seconds:
             break
         time.sleep(min(5.0, seconds - elapsed))
     final = daemon.status()
-    cpu = Path(f"/proc/{daemon.pid}/stat").read_text().rpartition(")")[2].split()
-    cpu_s = (int(cpu[11]) + int(cpu[12])) / os.sysconf("SC_CLK_TCK")
+    cpu_s = daemon.cpu_seconds()
     print(f"  {label}: VmRSS {mib(final['VmRSS'])} MiB after {seconds:.0f} s "
           f"(peak VmHWM {mib(final['VmHWM'])} MiB, anon {mib(final['RssAnon'])}, "
           f"file {mib(final['RssFile'])}; {final['Threads']} threads)", flush=True)
     return {"VmRSS_mib": mib(final["VmRSS"]), "VmHWM_mib": mib(final["VmHWM"]),
             "RssAnon_mib": mib(final["RssAnon"]), "RssFile_mib": mib(final["RssFile"]),
             "RssShmem_mib": mib(final["RssShmem"]), "threads": final["Threads"],
-            "cpu_seconds_since_exec": round(cpu_s, 2), "samples": samples}
+            "cpu_seconds_since_exec": round(cpu_s, 2),
+            "VmRSS_mib_sampled_min_max": [min(rss), max(rss)], "samples": len(rss)}
 
 
 def imported_modules(stderr_text: str) -> list[str]:
@@ -278,7 +193,7 @@ def container_count(host: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--starts", type=int, default=7, help="timed starts (>= 5)")
+    parser.add_argument("--starts", type=int, default=7, help="timed starts")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds idle before RSS")
     parser.add_argument("--containers", type=int, default=20,
                         help="running containers for the second RSS reading")
@@ -294,7 +209,7 @@ def main() -> int:
         running_before = container_count(host)
 
         print(f"start-up: exec -> /readyz 200, {args.starts} starts", flush=True)
-        ready_s, rss_ready, hwm_ready = timed_starts(Daemon(work / "starts", host), args.starts)
+        ready_s, rss_ready, hwm_ready = timed_starts(Remedyd(work / "starts", host), args.starts)
         big_audit: dict[str, Any] = {}
         for label, age_s in (("2h_old", 7200.0), ("10min_old", 600.0)):
             big = work / f"audit-{label}" / "audit.jsonl"
@@ -303,7 +218,7 @@ def main() -> int:
                   f"({size / 1e6:.1f} MB) {age_s / 60:g} min old, {args.starts} starts",
                   flush=True)
             big_s, big_rss, big_hwm = timed_starts(
-                Daemon(work / f"audit-{label}", host, audit=big), args.starts)
+                Remedyd(work / f"audit-{label}", host, audit=big), args.starts)
             big_audit[label] = {"audit_records": args.audit_records, "audit_bytes": size,
                                 "age_s": age_s, **seconds(big_s),
                                 "VmRSS_mib_at_ready_median": statistics.median(big_rss),
@@ -311,8 +226,8 @@ def main() -> int:
 
         print(f"idle {args.idle:.0f} s with Docker only ({running_before} running containers), "
               "plus a -X importtime twin for the module census", flush=True)
-        plain = Daemon(work / "idle", host)
-        twin = Daemon(work / "census", host, ("-X", "importtime"))
+        plain = Remedyd(work / "idle", host)
+        twin = Remedyd(work / "census", host, python_flags=("-X", "importtime"))
         try:
             plain.start()
             twin.start()
@@ -325,7 +240,7 @@ def main() -> int:
 
         print(f"idle {args.idle:.0f} s with {args.containers} more running containers",
               flush=True)
-        busy = Daemon(work / "containers", host)
+        busy = Remedyd(work / "containers", host)
 
         def run_busy() -> dict[str, Any]:
             try:
@@ -372,7 +287,7 @@ def main() -> int:
           f"{modules['interpreter_bootstrap']} interpreter bootstrap)")
     print("never imported: " + ", ".join(f for f in FORBIDDEN if f not in forbidden)
           + ("" if not forbidden else f"; IMPORTED: {forbidden}"))
-    print(f"results: {path.relative_to(_common.ROOT)}")
+    print(f"results: {path}")
     return 0
 
 

@@ -1,0 +1,73 @@
+"""Each benchmark runs once at a tiny size, so none rots: it runs and reports its figures.
+
+No speed is asserted (that is what the full-size runs in bench/README.md are for).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+
+def run_bench(tmp_path: Path, script: str, *args: str) -> tuple[str, dict[str, Any]]:
+    """Run bench/SCRIPT with its summary written under tmp_path; (stdout, summary)."""
+    env = {**os.environ, "BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [summary] = tmp_path.glob("*.json")
+    data: dict[str, Any] = json.loads(summary.read_text())
+    assert data["machine"]["nproc"] and data["command"].endswith(" ".join(args))
+    return done.stdout, data
+
+
+def test_engine_benchmark_reports_rates_json_ratio_and_state_memory(tmp_path: Path) -> None:
+    out, data = run_bench(tmp_path, "engine_throughput.py", "--events", "1000", "--runs", "1",
+                          "--subjects", "2000")
+    indexed = data["results"]["full_mix"]["indexed"]
+    assert indexed["median_events_per_s"] > 0 and indexed["decisions_per_run"] > 0
+    assert data["ratios_median_of_rounds"]["cost_per_event_vs_json_loads"] > 0
+    memory = data["state_memory"]
+    assert memory["before_sweep"]["series"] == 2000
+    assert memory["after_sweep"]["series"] == 0
+    assert "x json.loads" in out and "engine state after" in out
+
+
+def test_footprint_benchmark_reports_start_up_memory_and_imports(
+        tmp_path: Path, docker_host: str, busybox_image: str) -> None:
+    out, data = run_bench(tmp_path, "footprint.py", "--starts", "1", "--idle", "0",
+                          "--containers", "1", "--audit-records", "20")
+    assert data["ready_seconds"]["median"] > 0
+    assert data["idle_docker_only"]["VmRSS_mib"] > 0
+    assert data["imports"]["modules_total"] > 0
+    assert data["imports"]["forbidden_loaded"] == {}
+    assert "exec -> /readyz 200: median" in out
+
+
+def test_latency_benchmark_remedies_its_fault_and_reports_latency(
+        tmp_path: Path, docker_host: str, busybox_image: str) -> None:
+    out, data = run_bench(tmp_path, "latency.py", "--containers", "1",
+                          "--faults-per-container", "1", "--health-interval", "0.5")
+    assert data["faults_injected"] == data["faults_remedied"] == 1
+    assert data["latency_ms"]["n"] == 1 and data["latency_ms"]["p50"] > 0
+    assert "unhealthy -> restart request sent" in out
+
+
+@pytest.mark.parametrize("script", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_import_nothing_from_tests(script: Path) -> None:
+    # bench/ is a folder of scripts, not a package: no relative imports to miss here.
+    tree = ast.parse(script.read_text(), str(script))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {n for n in names if n == "tests" or n.startswith("tests.")}
