@@ -33,88 +33,113 @@ stack_lock() {
 }
 
 # ---- processes ---------------------------------------------------------------------
+# Which processes are this stack's is read from its own files under $EXEC_ROOT, never
+# from a match of command lines across the host (a STACK_DIR whose path ends with
+# another's would take the other's daemons for its own):
+#   dockerd     its pidfile, and it names our exec-root as a whole argument
+#   containerd  its pidfile under our exec-root, and it names its config there
+#   container   the init.pid in its bundle under our exec-root, and its cgroup names
+#               that container's id
+#   shim        its working directory is its bundle under our exec-root
+#
 # PID 1 on these machines does not reap orphans: a dead daemon stays a zombie, and
-# kill -0 still succeeds on it. So "alive" means: /proc/PID exists, state is not Z/X,
-# and the command line (empty for zombies) contains NEEDLE.
-pid_alive() {
-  local pid=$1 needle=${2:-} stat state cmd
+# kill -0 still succeeds on it. So "running" means: /proc/PID exists and its state is
+# not Z/X.
+pid_running() {
+  local pid=$1 stat state
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
   state=${stat##*) }
-  state=${state%% *}
-  case "$state" in Z | X | x) return 1 ;; esac
-  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-  [ -n "$cmd" ] || return 1
-  [[ "$cmd" == *"$needle"* ]]
+  case "${state%% *}" in Z | X | x) return 1 ;; esac
 }
 
-# pidfile_alive FILE NEEDLE: print the pid from FILE if it is alive and ours.
-pidfile_alive() {
+# has_arg PID VALUE: PID runs and one of its arguments is exactly VALUE.
+has_arg() {
+  local arg
+  pid_running "$1" || return 1
+  while IFS= read -r -d '' arg; do
+    [ "$arg" = "$2" ] && return 0
+  done < <(cat "/proc/$1/cmdline" 2>/dev/null)
+  return 1
+}
+
+# in_cgroup PID ID: PID runs in the cgroup of container ID (cgroupfs or systemd driver).
+in_cgroup() {
+  pid_running "$1" && grep -qE "[/-]$2(\.scope)?\$" "/proc/$1/cgroup" 2>/dev/null
+}
+
+# cwd_is PID DIR: PID runs with DIR as its working directory.
+cwd_is() {
+  pid_running "$1" && [ "$(readlink "/proc/$1/cwd" 2>/dev/null)" = "$2" ]
+}
+
+# pidfile_pid FILE: print the pid written in FILE.
+pidfile_pid() {
   local pid
-  [ -r "$1" ] || return 1
-  pid=$(tr -cd '0-9' <"$1") || return 1
-  pid_alive "$pid" "$2" || return 1
-  echo "$pid"
+  pid=$(tr -cd '0-9' 2>/dev/null <"$1") && [ -n "$pid" ] && echo "$pid"
 }
 
-# stop_pid PID NEEDLE TIMEOUT: TERM, wait up to TIMEOUT s, then KILL (bounded).
+# dockerd_pid: print the pid of our running dockerd.
+dockerd_pid() {
+  local pid
+  pid=$(pidfile_pid "$PIDFILE") && has_arg "$pid" "$EXEC_ROOT" && echo "$pid"
+}
+
+# stop_pid PID TIMEOUT CHECK [ARG...]: while `CHECK PID ARG...` holds, TERM, then KILL
+# after TIMEOUT s (0: KILL at once), bounded. CHECK proves PID is still the process we mean.
 stop_pid() {
-  local pid=$1 needle=$2 end=$((SECONDS + $3))
-  pid_alive "$pid" "$needle" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  while pid_alive "$pid" "$needle"; do
-    if [ "$SECONDS" -ge "$end" ]; then
-      log "pid $pid still running after ${3}s, sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      end=$((SECONDS + 10))
-      while pid_alive "$pid" "$needle"; do
-        [ "$SECONDS" -lt "$end" ] || die "pid $pid survived KILL"
-        sleep 0.2
-      done
-      return 0
-    fi
+  local pid=$1 timeout=$2 check=$3 end
+  shift 3
+  "$check" "$pid" "$@" || return 0
+  if [ "$timeout" -gt 0 ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    end=$((SECONDS + timeout))
+    while "$check" "$pid" "$@"; do
+      [ "$SECONDS" -lt "$end" ] || break
+      sleep 0.2
+    done
+    "$check" "$pid" "$@" || return 0
+    log "pid $pid still running after ${timeout}s, sending KILL"
+  fi
+  kill -KILL "$pid" 2>/dev/null || true
+  end=$((SECONDS + 10))
+  while "$check" "$pid" "$@"; do
+    [ "$SECONDS" -lt "$end" ] || die "pid $pid survived KILL"
     sleep 0.2
   done
 }
 
-# pids_matching NEEDLE: live pids whose command line contains NEEDLE.
-pids_matching() {
-  local p
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    [ "$p" = "$$" ] && continue
-    pid_alive "$p" "$1" && echo "$p"
-  done
-  return 0
-}
-
-# children PID: pids whose parent is PID.
-children() {
-  local f stat rest
-  for f in /proc/[0-9]*/stat; do
-    stat=$(cat "$f" 2>/dev/null) || continue
-    rest=${stat##*) }          # "STATE PPID ..."
-    rest=${rest#* }
-    [ "${rest%% *}" = "$1" ] && { f=${f#/proc/}; echo "${f%/stat}"; }
-  done
-  return 0
-}
-
-# cleanup_leftovers: after a dockerd died without dockerd-down, end its containerd,
-# shims and container processes (recognised by our exec-root in their command line),
-# drop the stale containerd pidfile and unmount whatever is left under $D.
+# cleanup_leftovers: after a dockerd died without dockerd-down, end its containers,
+# their shims and its containerd (see above for how each is recognised as ours), drop
+# the stale containerd pidfile and unmount whatever is left under $D.
 cleanup_leftovers() {
-  local p c m mounts
-  for p in $(pids_matching "$EXEC_ROOT/containerd"); do
-    for c in $(children "$p"); do
-      # the shims' children are the containers' init processes
-      pid_alive "$c" "$EXEC_ROOT" || kill -KILL "$c" 2>/dev/null || true
-    done
-    log "stopping leftover $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-60)... (pid $p)"
-    stop_pid "$p" "$EXEC_ROOT" 10
+  local tasks="$EXEC_ROOT/containerd/daemon/io.containerd.runtime.v2.task"
+  local ctr_pidfile="$EXEC_ROOT/containerd/containerd.pid"
+  local bundle id pid proc cwd m mounts
+  for bundle in "$tasks"/*/*/; do
+    [ -d "$bundle" ] || continue
+    bundle=${bundle%/}
+    id=${bundle##*/}
+    if pid=$(pidfile_pid "$bundle/init.pid") && in_cgroup "$pid" "$id"; then
+      log "stopping leftover container ${id:0:12} (pid $pid)"
+      stop_pid "$pid" 0 in_cgroup "$id"
+    fi
   done
+  for proc in /proc/[0-9]*; do
+    cwd=$(readlink "$proc/cwd" 2>/dev/null) || continue
+    case "$cwd" in
+      "$tasks"/*)
+        log "stopping leftover shim (pid ${proc#/proc/})"
+        stop_pid "${proc#/proc/}" 10 cwd_is "$cwd"
+        ;;
+    esac
+  done
+  if pid=$(pidfile_pid "$ctr_pidfile") && has_arg "$pid" "$EXEC_ROOT/containerd/containerd.toml"; then
+    log "stopping leftover containerd (pid $pid)"
+    stop_pid "$pid" 10 has_arg "$EXEC_ROOT/containerd/containerd.toml"
+  fi
   # dockerd would take a zombie containerd named in this file as alive and wait for it
-  rm -f "$EXEC_ROOT/containerd/containerd.pid"
+  rm -f "$ctr_pidfile"
   mounts=$(awk -v d="$D" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
   for m in $mounts; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: cannot unmount $m"
