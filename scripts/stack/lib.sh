@@ -40,7 +40,8 @@ stack_lock() {
 #   containerd  its pidfile under our exec-root, and it names its config there
 #   container   the init.pid in its bundle under our exec-root, and its cgroup names
 #               that container's id
-#   shim        its working directory is its bundle under our exec-root
+#   shim        its working directory is its bundle under our exec-root (the same
+#               directory, not the same path: in a chroot, another stack's may read alike)
 #
 # PID 1 on these machines does not reap orphans: a dead daemon stays a zombie, and
 # kill -0 still succeeds on it. So "running" means: /proc/PID exists and its state is
@@ -70,7 +71,7 @@ in_cgroup() {
 
 # cwd_is PID DIR: PID runs with DIR as its working directory.
 cwd_is() {
-  pid_running "$1" && [ "$(readlink "/proc/$1/cwd" 2>/dev/null)" = "$2" ]
+  pid_running "$1" && [ "/proc/$1/cwd" -ef "$2" ]
 }
 
 # pidfile_pid FILE: print the pid written in FILE.
@@ -115,7 +116,7 @@ stop_pid() {
 cleanup_leftovers() {
   local tasks="$EXEC_ROOT/containerd/daemon/io.containerd.runtime.v2.task"
   local ctr_pidfile="$EXEC_ROOT/containerd/containerd.pid"
-  local bundle id pid proc cwd m mounts
+  local bundle id pid proc m mounts
   for bundle in "$tasks"/*/*/; do
     [ -d "$bundle" ] || continue
     bundle=${bundle%/}
@@ -124,15 +125,12 @@ cleanup_leftovers() {
       log "stopping leftover container ${id:0:12} (pid $pid)"
       stop_pid "$pid" 0 in_cgroup "$id"
     fi
-  done
-  for proc in /proc/[0-9]*; do
-    cwd=$(readlink "$proc/cwd" 2>/dev/null) || continue
-    case "$cwd" in
-      "$tasks"/*)
-        log "stopping leftover shim (pid ${proc#/proc/})"
-        stop_pid "${proc#/proc/}" 10 cwd_is "$cwd"
-        ;;
-    esac
+    for proc in /proc/[0-9]*; do
+      pid=${proc#/proc/}
+      cwd_is "$pid" "$bundle" || continue
+      log "stopping leftover shim of ${id:0:12} (pid $pid)"
+      stop_pid "$pid" 10 cwd_is "$bundle"
+    done
   done
   if pid=$(pidfile_pid "$ctr_pidfile") && has_arg "$pid" "$EXEC_ROOT/containerd/containerd.toml"; then
     log "stopping leftover containerd (pid $pid)"
