@@ -6,6 +6,8 @@ source is disabled, and without pulling in aiodocker or another client.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from daemon.core.durations import Duration
@@ -35,11 +37,27 @@ class WebhookParams(BaseModel):
     message: str = ""
 
 
-CATALOG: dict[str, type[BaseModel]] = {
-    "docker.restart": StopParams,
-    "docker.stop": StopParams,
-    "docker.kill": KillParams,
-    "docker.pause": NoParams,
-    "docker.unpause": NoParams,
-    "notify.webhook": WebhookParams,
+@dataclass(frozen=True, slots=True)
+class ActionInfo:
+    """What rule loading and `remedyd check` know of an action without its implementation."""
+
+    params: type[BaseModel]
+    # Target kinds ("docker/container") it can act on; empty: any (notifications).
+    applies_to: tuple[str, ...] = ()
+    # Whether it changes its target (and so spends budgets).
+    mutating: bool = True
+
+
+_CONTAINER = ("docker/container",)
+
+ACTIONS: dict[str, ActionInfo] = {
+    "docker.restart": ActionInfo(StopParams, _CONTAINER),
+    "docker.stop": ActionInfo(StopParams, _CONTAINER),
+    "docker.kill": ActionInfo(KillParams, _CONTAINER),
+    "docker.pause": ActionInfo(NoParams, _CONTAINER),
+    "docker.unpause": ActionInfo(NoParams, _CONTAINER),
+    "notify.webhook": ActionInfo(WebhookParams, mutating=False),
 }
+
+# Action name -> parameter model, for callers that need only the parameters.
+CATALOG: dict[str, type[BaseModel]] = {name: info.params for name, info in ACTIONS.items()}

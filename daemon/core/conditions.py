@@ -99,26 +99,43 @@ def attribute_keys(source: str) -> frozenset[str] | None:
     return frozenset(keys) if len(keys) == len(_ATTRIBUTES.findall(source)) else None
 
 
-_ACTION_EQ = re.compile(r'^\(?\s*event\.action\s*==\s*"([^"\\]+)"\s*\)?$')
-_ACTION_IN = re.compile(r"^\(?\s*event\.action\s+in\s+\[([^\]]*)\]\s*\)?$")
-
-
 def required_actions(source: str) -> frozenset[str] | None:
     """The event actions a condition can only match, if its top level says so.
 
     `event.action == "x" && ...` can only match action x: the engine then
     evaluates the rule for those events alone. None means "could match any".
     """
+    return required_values(source, "action")
+
+
+def required_kinds(source: str) -> frozenset[str] | None:
+    """The event kinds a condition can only match (`event.kind == "container" && ...`)."""
+    return required_values(source, "kind")
+
+
+@cache
+def _equality(field: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    return (re.compile(rf'^\(?\s*event\.{field}\s*==\s*"([^"\\]+)"\s*\)?$'),
+            re.compile(rf"^\(?\s*event\.{field}\s+in\s+\[([^\]]*)\]\s*\)?$"))
+
+
+def required_values(source: str, field: str) -> frozenset[str] | None:
+    """The values of `event.<field>` a condition can only match, or None for any.
+
+    Read off a top-level conjunct `event.<field> == "x"` or `event.<field> in [...]`
+    outside any `||`.
+    """
     conjuncts = _split_top_level(source, "&&")
     if conjuncts is None:
         return None
+    equals, within = _equality(field)
     for conjunct in conjuncts:
         if _split_top_level(conjunct, "||") != [conjunct]:
             continue
         text = conjunct.strip()
-        if match := _ACTION_EQ.match(text):
+        if match := equals.match(text):
             return frozenset([match.group(1)])
-        if match := _ACTION_IN.match(text):
+        if match := within.match(text):
             items = [item.strip() for item in match.group(1).split(",") if item.strip()]
             if items and all(len(i) >= 2 and i[0] == i[-1] == '"' for i in items):
                 return frozenset(i[1:-1] for i in items)

@@ -15,6 +15,9 @@ from daemon.core.durations import Duration
 from daemon.core.errors import RuleError
 
 SOURCES = ("docker", "kubernetes", "kpi", "probe", "webhook")
+# The event kinds each source emits (the Docker source asks the engine for container
+# events only); a source missing here has not said yet, so its rules can name any kind.
+SOURCE_KINDS: dict[str, tuple[str, ...]] = {"docker": ("container",)}
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 
 
@@ -102,7 +105,7 @@ class Rule(BaseModel):
 
 class RuleFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rules: list[Any] = Field(default_factory=list)
+    rules: list[Any]
 
 
 @dataclass(frozen=True)
@@ -124,13 +127,21 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def load_file(path: Path) -> list[LoadedRule]:
-    """Parse one file into rules, or raise RuleError for its first problem."""
+NO_RULES = "no rules (write `rules: []` for a file that has none on purpose)"
+
+
+def load_file(path: Path) -> tuple[list[LoadedRule], list[RuleError]]:
+    """Parse one file into its valid rules and every problem found in it.
+
+    A file that parses to no rules at all (empty, only comments, a bare `rules:`) is
+    an error: that is what a truncated or half-written file looks like, and loading
+    it would silently switch remediation off. `rules: []` says "none" on purpose.
+    """
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RuleError(name, f"cannot read: {exc.strerror or exc}") from None
+        return [], [RuleError(name, f"cannot read: {exc.strerror or exc}")]
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -138,31 +149,38 @@ def load_file(path: Path) -> list[LoadedRule]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise RuleError(name, f"{where}invalid YAML: {problem}") from None
-    if data is None:
-        return []
-    if not isinstance(data, dict):
-        raise RuleError(name, "the top level must be a mapping with a `rules:` list")
+        return [], [RuleError(name, f"{where}invalid YAML: {problem}")]
+    if data is not None and not isinstance(data, dict):
+        return [], [RuleError(name, "the top level must be a mapping with a `rules:` list")]
+    if not data or data.get("rules") is None:
+        return [], [RuleError(name, NO_RULES)]
     try:
         document = RuleFile.model_validate(data)
     except ValidationError as exc:
-        raise RuleError(name, _describe(exc)) from None
-    lines = _rule_lines(node)
+        return [], [RuleError(name, _describe(exc))]
+    return _load_rules(name, document.rules, _rule_lines(node))
+
+
+def _load_rules(name: str, raws: list[Any],
+                lines: list[int]) -> tuple[list[LoadedRule], list[RuleError]]:
     loaded: list[LoadedRule] = []
+    errors: list[RuleError] = []
     seen: set[str] = set()
-    for index, raw in enumerate(document.rules):
+    for index, raw in enumerate(raws):
         line = lines[index] if index < len(lines) else 0
         label = raw.get("name") if isinstance(raw, dict) else None
         rule_name = str(label) if label else f"#{index + 1}"
         try:
             rule = Rule.model_validate(raw)
         except ValidationError as exc:
-            raise RuleError(f"{name}:{line}", _describe(exc), rule_name) from None
+            errors.append(RuleError(f"{name}:{line}", _describe(exc), rule_name))
+            continue
         if rule.name in seen:
-            raise RuleError(f"{name}:{line}", "duplicate rule name", rule.name)
+            errors.append(RuleError(f"{name}:{line}", "duplicate rule name", rule.name))
+            continue
         seen.add(rule.name)
         loaded.append(LoadedRule(rule=rule, file=name, line=line))
-    return loaded
+    return loaded, errors
 
 
 def _rule_lines(node: yaml.Node | None) -> list[int]:

@@ -5,15 +5,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from daemon.core.conditions import Condition, ConditionError, attribute_keys, required_actions
+from daemon.core.conditions import (
+    Condition,
+    ConditionError,
+    attribute_keys,
+    required_actions,
+    required_kinds,
+)
 from daemon.core.errors import RuleError
-from daemon.core.rules import ActionSpec, LoadedRule, Rule, discover, load_file
+from daemon.core.rules import SOURCE_KINDS, ActionSpec, LoadedRule, Rule, discover, load_file
 
-# Action name -> its parameter model; injected so the engine never imports actions.
-ActionCatalog = Mapping[str, type[BaseModel]]
+
+class ActionTraits(Protocol):
+    """What loading needs of an action besides its parameters (actions.params.ActionInfo)."""
+
+    @property
+    def params(self) -> type[BaseModel]: ...
+
+    @property
+    def applies_to(self) -> tuple[str, ...]: ...
+
+
+# Action name -> its parameter model, or its traits; injected so the engine never
+# imports actions. A bare model means the action applies to any target.
+ActionCatalog = Mapping[str, type[BaseModel] | ActionTraits]
+ParamModels = Mapping[str, type[BaseModel]]
 
 _Key = tuple[str, str | None, str | None]
 
@@ -79,7 +99,7 @@ class RuleSet:
         return next((r for r in self.rules if r.rule.name == name), None)
 
 
-def check_actions(specs: Iterable[ActionSpec], catalog: ActionCatalog, where: str) -> None:
+def check_actions(specs: Iterable[ActionSpec], catalog: ParamModels, where: str) -> None:
     for spec in specs:
         model = catalog.get(spec.name)
         if model is None:
@@ -94,28 +114,100 @@ def check_actions(specs: Iterable[ActionSpec], catalog: ActionCatalog, where: st
             raise ValueError(f"{where}: {spec.name}: {details}") from None
 
 
-def compile_rule(loaded: LoadedRule, catalog: ActionCatalog) -> CompiledRule:
+def compile_rule(loaded: LoadedRule,
+                 catalog: ActionCatalog) -> tuple[CompiledRule | None, list[RuleError]]:
+    """The rule compiled, or None and every problem found in it."""
     rule = loaded.rule
     where = f"{loaded.file}:{loaded.line}"
+    problems: list[str] = []
+    condition: Condition | None = None
     try:
         condition = Condition(rule.when)
     except ConditionError as exc:
-        raise RuleError(where, f"when: {exc}", rule.name) from None
-    unknown = condition.variables - {"event", "object"}
-    if unknown:
-        raise RuleError(
-            where, f"when: unknown variable(s) {', '.join(sorted(unknown))}; "
-            "conditions see `event` and `object`", rule.name,
-        )
-    try:
-        check_actions(rule.actions, catalog, "actions")
-        if rule.budget is not None:
-            check_actions(rule.budget.then, catalog, "budget.then")
-    except ValueError as exc:
-        raise RuleError(where, str(exc), rule.name) from None
+        problems.append(f"when: {exc}")
+    if condition is not None:
+        unknown = condition.variables - {"event", "object"}
+        if unknown:
+            problems.append(f"when: unknown variable(s) {', '.join(sorted(unknown))}; "
+                            "conditions see `event` and `object`")
+    models = {name: _params_of(entry) for name, entry in catalog.items()}
+    for label, spec in steps_of(rule):
+        try:
+            check_actions([spec], models, label)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if misfit := _misfit(rule, spec, catalog[spec.name], label):
+            problems.append(misfit)
+    if problems or condition is None:
+        return None, [RuleError(where, problem, rule.name) for problem in problems]
     return CompiledRule(rule=rule, condition=condition, file=loaded.file, line=loaded.line,
                         uses_object="object" in condition.variables,
-                        attributes=attribute_keys(rule.when))
+                        attributes=attribute_keys(rule.when)), []
+
+
+def _params_of(entry: type[BaseModel] | ActionTraits) -> type[BaseModel]:
+    return entry if isinstance(entry, type) else entry.params
+
+
+def targets_of(rule: Rule) -> tuple[str, ...]:
+    """The target kinds (`docker/container`) a rule's events can be about; `src/*`: any."""
+    kinds = ((rule.match.kind,) if rule.match.kind else
+             tuple(sorted(required_kinds(rule.when) or ())) or SOURCE_KINDS.get(rule.source))
+    return tuple(f"{rule.source}/{kind}" for kind in kinds) if kinds else (f"{rule.source}/*",)
+
+
+def steps_of(rule: Rule) -> list[tuple[str, ActionSpec]]:
+    """Every action a rule can run, with the key it sits under."""
+    steps = [("actions", spec) for spec in rule.actions]
+    if rule.budget is not None:
+        steps.extend(("budget.then", spec) for spec in rule.budget.then)
+    return steps
+
+
+def _misfit(rule: Rule, spec: ActionSpec, entry: type[BaseModel] | ActionTraits,
+            label: str) -> str | None:
+    applies_to = () if isinstance(entry, type) else entry.applies_to
+    targets = targets_of(rule)
+    if not applies_to or all(target in applies_to for target in targets):
+        return None
+    return (f"{label}: {spec.name} acts on {', '.join(applies_to)} only, but this rule's "
+            f"events are about {', '.join(targets)}")
+
+
+def compile_rules(
+    paths: Iterable[str | Path], catalog: ActionCatalog
+) -> tuple[RuleSet, list[RuleError]]:
+    """Every rule under `paths` that is valid, and every problem found in the others."""
+    errors: list[RuleError] = []
+    compiled: list[CompiledRule] = []
+    names: dict[str, str] = {}
+    files: list[Path] = []
+    for entry in paths:
+        found = discover([entry])
+        if not found and Path(entry).is_dir():
+            # An emptied directory (a failed mount, deleted files) is not "no rules".
+            errors.append(RuleError(str(entry), "no rule files (*.yaml, *.yml)"))
+        files.extend(found)
+    for path in files:
+        if not path.exists():
+            errors.append(RuleError(str(path), "no such file or directory"))
+            continue
+        loaded, problems = load_file(path)
+        errors.extend(problems)
+        for item in loaded:
+            rule, problems = compile_rule(item, catalog)
+            errors.extend(problems)
+            if rule is None:
+                continue
+            if rule.rule.name in names:
+                errors.append(RuleError(f"{item.file}:{item.line}",
+                                        f"rule name already used in {names[rule.rule.name]}",
+                                        rule.rule.name))
+                continue
+            names[rule.rule.name] = f"{item.file}:{item.line}"
+            compiled.append(rule)
+    return RuleSet(rules=tuple(compiled), files=tuple(str(f) for f in files)), errors
 
 
 def load_ruleset(
@@ -126,32 +218,5 @@ def load_ruleset(
     All or nothing, as Prometheus does on reload: a half-applied rule change is
     harder to reason about than the previous good set.
     """
-    errors: list[RuleError] = []
-    compiled: list[CompiledRule] = []
-    names: dict[str, str] = {}
-    files = discover(paths)
-    for path in files:
-        if not path.exists():
-            errors.append(RuleError(str(path), "no such file or directory"))
-            continue
-        try:
-            loaded = load_file(path)
-        except RuleError as exc:
-            errors.append(exc)
-            continue
-        for item in loaded:
-            try:
-                rule = compile_rule(item, catalog)
-            except RuleError as exc:
-                errors.append(exc)
-                continue
-            if rule.rule.name in names:
-                errors.append(RuleError(f"{item.file}:{item.line}",
-                                        f"rule name already used in {names[rule.rule.name]}",
-                                        rule.rule.name))
-                continue
-            names[rule.rule.name] = f"{item.file}:{item.line}"
-            compiled.append(rule)
-    if errors:
-        return RuleSet(), errors
-    return RuleSet(rules=tuple(compiled), files=tuple(str(f) for f in files)), []
+    ruleset, errors = compile_rules(paths, catalog)
+    return (RuleSet(), errors) if errors else (ruleset, [])
