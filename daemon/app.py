@@ -16,12 +16,14 @@ from daemon import __version__
 from daemon.actions.base import Action
 from daemon.actions.executor import Executor, ExecutorSettings
 from daemon.actions.notify import Webhook
-from daemon.actions.params import CATALOG
+from daemon.actions.params import ACTIONS, CATALOG
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.bus import Bus
 from daemon.clients.http import HttpClient
 from daemon.core.rules import Rule
 from daemon.engine.evaluator import Evaluator
+from daemon.engine.lint import Available, lint
+from daemon.engine.rule_status import RuleStatus
 from daemon.engine.ruleset import RuleSet, load_ruleset
 from daemon.http.server import build_app, serve
 from daemon.settings import Settings
@@ -49,8 +51,7 @@ class Daemon:
         self._build_sources_and_actions()
         self.catalog = self.action_catalog(settings)
         self.ruleset = RuleSet()
-        self.rule_errors: list[str] = []
-        self.rules_loaded = False
+        self.rule_status = RuleStatus()
         self.evaluator = Evaluator(self.ruleset)
         safety = settings.safety
         self.executor = Executor(self.actions, self.audit, self.metrics, ExecutorSettings(
@@ -92,8 +93,7 @@ class Daemon:
 
     def readiness(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
-        checks["rules"] = ({"ready": True, "count": len(self.ruleset.rules)} if self.rules_loaded
-                           else {"ready": False, "errors": self.rule_errors or ["not loaded yet"]})
+        checks["rules"] = self.rule_status.readiness()
         checks["audit"] = {"ready": self.audit.healthy, "path": str(self.audit.path),
                            "error": None if self.audit.healthy else self.audit.last_error}
         for source in self.sources:
@@ -119,9 +119,10 @@ class Daemon:
 
     def load_rules(self) -> bool:
         """(Re)load every rule file; on any error keep the last good set. True on success."""
-        ruleset, errors = load_ruleset(self.settings.rules.paths, self.catalog)
+        # ACTIONS adds what each action applies to, checked against the rules' targets.
+        ruleset, errors = load_ruleset(self.settings.rules.paths, {**self.catalog, **ACTIONS})
         if errors:
-            self.rule_errors = [str(e) for e in errors]
+            self.rule_status.failed(errors, time.time())
             self.metrics.rule_reload_failures.inc()
             self.metrics.rule_reload_ok.set(0)
             for error in errors:
@@ -130,8 +131,12 @@ class Daemon:
             return False
         self.ruleset = ruleset
         self.evaluator.swap(ruleset)
-        self.rules_loaded = True
-        self.rule_errors = []
+        warnings = lint(ruleset, Available(
+            sources=frozenset(source.name for source in self.sources),
+            actions=frozenset(self.actions), webhook_url=self.settings.notify.webhook_url))
+        for warning in warnings:
+            log.warning("%s", warning)
+        self.rule_status.succeeded(len(ruleset.rules), warnings)
         self.metrics.rules_loaded.set(len(ruleset.rules))
         self.metrics.rule_reload_ok.set(1)
         log.info("loaded %d rules from %s", len(ruleset.rules), ", ".join(ruleset.files) or "-")

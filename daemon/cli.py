@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="decide and audit, never act")
     check = sub.add_parser("check", help="validate the configuration and rule files")
     check.add_argument("--config", type=Path)
+    check.add_argument("--strict", action="store_true",
+                       help="exit 1 on warnings too (rules that cannot work here)")
     check.add_argument("rule_paths", nargs="*", help="rule files or directories "
                        "(default: [rules] paths from the configuration)")
     audit = sub.add_parser("audit", help="inspect an audit log")
@@ -90,20 +92,34 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if not isinstance(settings, Settings):
         return EXIT_CONFIG
-    from daemon.app import Daemon
+    # Not daemon.app: checking builds no clients, and works where the daemon's
+    # integrations would not start.
+    from daemon.actions.params import ACTIONS
+    from daemon.engine.lint import Available, lint
+    from daemon.engine.ruleset import compile_rules
 
-    paths = args.rule_paths or settings.rules.paths
-    settings.rules.paths = list(paths)
-    catalog = Daemon.action_catalog(settings)
-    from daemon.engine.ruleset import load_ruleset
-
-    ruleset, errors = load_ruleset(paths, catalog)
-    for error in errors:
-        print(error)
+    ruleset, errors = compile_rules(args.rule_paths or settings.rules.paths, ACTIONS)
+    # Only Docker can be switched on today; notifications are always there.
+    sources = {"docker"} if settings.docker.is_enabled() else set()
+    warnings = lint(ruleset, Available(
+        sources=frozenset(sources),
+        actions=frozenset(n for n in ACTIONS if n.partition(".")[0] in {"notify", *sources}),
+        webhook_url=settings.notify.webhook_url))
+    problems: list[object] = [*errors, *warnings]
+    for problem in sorted(problems, key=_position):
+        print(problem)
     if errors:
         return EXIT_PROBLEMS
-    print(f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s)")
-    return EXIT_OK
+    summary = f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s)"
+    print(summary + (f", {len(warnings)} warning(s)" if warnings else ""))
+    return EXIT_PROBLEMS if warnings and args.strict else EXIT_OK
+
+
+def _position(problem: object) -> tuple[str, int]:
+    """File, then line: a warning sorts among the errors of the same file."""
+    where = str(problem).split(": ", 1)[0]
+    file, _, line = where.rpartition(":")
+    return (file, int(line)) if file and line.isdigit() else (where, 0)
 
 
 def _audit(args: argparse.Namespace) -> int:

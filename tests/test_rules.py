@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from daemon.actions.params import ACTIONS
 from daemon.app import Daemon
 from daemon.core.conditions import required_actions
+from daemon.core.rules import NO_RULES, SOURCE_KINDS
 from daemon.engine.ruleset import load_ruleset
 from daemon.settings import Settings
+from tests.harness import DaemonProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = Daemon.action_catalog(Settings())
@@ -27,8 +33,11 @@ rules:
 
 
 def check(*paths: Path | str) -> subprocess.CompletedProcess[str]:
+    # A configuration where every bundled action can work, so only errors are printed.
+    env = dict(os.environ, REMEDYD_DOCKER__ENABLED="true",
+               REMEDYD_NOTIFY__WEBHOOK_URL="http://127.0.0.1:9/hook")
     return subprocess.run([sys.executable, "-m", "daemon", "check", *map(str, paths)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
 
 
 def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
@@ -40,7 +49,7 @@ def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
 def test_bundled_rules_pass_check() -> None:
     result = check()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("ok: 3 rules")
+    assert result.stdout == "ok: 3 rules in 1 file(s)\n"
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
@@ -144,3 +153,163 @@ def test_conditions_name_the_attributes_they_read(condition: str, keys: set[str]
 
     found = attribute_keys(condition)
     assert (set(found) if found is not None else None) == keys
+
+
+# -- a file with no rules is a mistake unless it says so -------------------------------
+
+@pytest.mark.parametrize("text", [
+    "",
+    "# bundled rules for the lakehouse\n# (the rest of the file was lost)\n",
+    "rules:\n",
+    "# header\nrules:\n# - name: restart-unhealthy\n",
+    "{}\n",
+    "rules: ~\n",
+], ids=["empty", "only-comments", "rules-key-only", "cut-after-rules-key", "empty-mapping",
+        "rules-null"])
+def test_a_file_with_no_rules_is_an_error(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    ruleset, errors = load_ruleset([path], CATALOG)
+    assert ruleset.rules == ()
+    assert [str(e) for e in errors] == [
+        f"{path}: no rules (write `rules: []` for a file that has none on purpose)"]
+
+
+def test_a_file_cut_inside_a_rule_is_an_error(tmp_path: Path) -> None:
+    cut = GOOD[:GOOD.index("    actions:")]
+    _, errors = load_ruleset([write(tmp_path, cut)], CATALOG)
+    assert len(errors) == 1 and "actions: Field required" in str(errors[0]), errors
+
+
+def test_an_explicit_empty_list_is_no_rules_on_purpose(tmp_path: Path) -> None:
+    write(tmp_path, "# nothing here yet\nrules: []\n", "a.yaml")
+    write(tmp_path, GOOD, "b.yaml")
+    ruleset, errors = load_ruleset([tmp_path], CATALOG)
+    assert not errors and [r.rule.name for r in ruleset.rules] == ["restart-unhealthy"]
+    ruleset, errors = load_ruleset([tmp_path / "a.yaml"], CATALOG)
+    assert not errors and ruleset.rules == ()
+
+
+def test_a_directory_without_rule_files_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("rules live here\n")
+    _, errors = load_ruleset([tmp_path], CATALOG)
+    assert [str(e) for e in errors] == [f"{tmp_path}: no rule files (*.yaml, *.yml)"]
+
+
+# -- an action must be able to act on what its rule's events are about -----------------
+
+@pytest.mark.parametrize("change", [
+    ("source: docker", "source: kpi"),
+    ("    when:", "    match: {kind: image}\n    when:"),
+    ('when: event.action ==', 'when: event.kind == "network" && event.action =='),
+], ids=["kpi-source", "match-kind-image", "condition-kind-network"])
+def test_an_action_that_cannot_act_on_the_rules_targets_is_a_load_error(
+        tmp_path: Path, change: tuple[str, str]) -> None:
+    _, errors = load_ruleset([write(tmp_path, GOOD.replace(*change))], ACTIONS)
+    assert len(errors) == 1, errors
+    message = str(errors[0])
+    assert message.startswith(f"{tmp_path / 'rules.yaml'}:3: rule 'restart-unhealthy': ")
+    assert "docker.restart" in message and "docker/container" in message
+
+
+def test_escalation_actions_must_fit_the_target_too(tmp_path: Path) -> None:
+    text = (GOOD.replace("docker.restart: {timeout: 5s}", "notify.webhook: {}")
+            .replace("source: docker", "source: kpi")
+            + "    budget: {max: 1, per: 1h, then: [docker.kill: {}]}\n")
+    _, errors = load_ruleset([write(tmp_path, text)], ACTIONS)
+    assert len(errors) == 1 and "budget.then: docker.kill" in str(errors[0]), errors
+
+
+def test_notifications_apply_to_any_target(tmp_path: Path) -> None:
+    text = (GOOD.replace("docker.restart: {timeout: 5s}", "notify.webhook: {}")
+            .replace("source: docker", "source: kpi"))
+    ruleset, errors = load_ruleset([write(tmp_path, text)], ACTIONS)
+    assert not errors and len(ruleset.rules) == 1
+
+
+def test_container_actions_fit_container_rules(tmp_path: Path) -> None:
+    text = GOOD.replace("when: event.action", 'when: event.kind == "container" && event.action')
+    ruleset, errors = load_ruleset([write(tmp_path, text)], ACTIONS)
+    assert not errors and len(ruleset.rules) == 1
+
+
+def test_the_catalog_describes_each_implemented_action() -> None:
+    from daemon.actions.docker import docker_actions
+    from daemon.actions.notify import Webhook
+
+    implemented = [*docker_actions(object()), Webhook(object(), None)]  # type: ignore[arg-type]
+    assert sorted(a.name for a in implemented) == sorted(ACTIONS)
+    for action in implemented:
+        info = ACTIONS[action.name]
+        assert (info.params, info.applies_to, info.mutating) == (
+            action.Params, action.applies_to, action.mutating), action.name
+        assert CATALOG[action.name] is info.params
+
+
+def test_the_docker_source_emits_the_kinds_rules_are_checked_against() -> None:
+    from daemon.sources.docker import EVENT_FILTERS
+
+    assert tuple(EVENT_FILTERS["type"]) == SOURCE_KINDS["docker"]
+
+
+# -- what a running daemon says about its rules ------------------------------------------
+
+def test_a_reload_that_finds_no_rules_keeps_the_set_and_says_so(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, GOOD).start()
+    path = daemon.rules_dir / "rules.yaml"
+    try:
+        for failures, text in enumerate(["", "# cut short\n", "rules:\n"], start=1):
+            path.write_text(text)
+            daemon.signal(signal.SIGHUP)
+            wait_for(lambda n=failures: daemon.metric(  # type: ignore[misc]
+                "remedyd_rule_reload_failures_total") == n, 10, f"reload failure {failures}")
+            answer = daemon.get("/readyz")
+            assert answer is not None and answer[0] == 200, answer
+            rules = json.loads(answer[1])["checks"]["rules"]
+            assert rules["count"] == 1
+            failed = rules["last_failed_reload"]
+            assert failed["errors"] == [f"{path}: {NO_RULES}"]
+            assert failed["time"].endswith("Z")
+        assert daemon.metric("remedyd_rules_loaded") == 1
+        path.write_text("rules: []\n")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: daemon.metric("remedyd_rules_loaded") == 0, 10, "the empty set")
+        rules = daemon.readiness()["checks"]["rules"]
+        assert rules == {"ready": True, "count": 0}
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_rules_that_cannot_work_here_are_listed_on_readyz(tmp_path: Path) -> None:
+    text = GOOD + "    budget: {max: 1, per: 1h, then: [notify.webhook: {}]}\n"
+    daemon = DaemonProcess(tmp_path, text).start()  # Docker off, no webhook url
+    try:
+        answer = daemon.get("/readyz")
+        assert answer is not None and answer[0] == 200
+        warnings = json.loads(answer[1])["checks"]["rules"]["warnings"]
+        where = f"{daemon.rules_dir / 'rules.yaml'}:3: rule 'restart-unhealthy': warning: "
+        assert warnings == [
+            where + "source 'docker' is not enabled in this configuration ([docker] enabled); "
+            "the rule never fires",
+            where + "action docker.restart is not available: its integration is off "
+            "([docker] enabled)",
+            where + "notify.webhook has no url and [notify] webhook_url is not set; "
+            "the notification cannot be sent",
+        ]
+        assert "warning: " + warnings[0].split("warning: ")[1] in daemon.log()
+    finally:
+        daemon.stop()
+
+
+def test_a_reload_with_a_misfit_action_is_refused(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, GOOD).start()
+    try:
+        (daemon.rules_dir / "rules.yaml").write_text(GOOD.replace("source: docker",
+                                                                  "source: kpi"))
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "last_failed_reload" in daemon.readiness()["checks"]["rules"], 10,
+                 "the reload to fail")
+        [error] = daemon.readiness()["checks"]["rules"]["last_failed_reload"]["errors"]
+        assert "rule 'restart-unhealthy': actions: docker.restart acts on docker/container" in (
+            error)
+    finally:
+        daemon.stop()

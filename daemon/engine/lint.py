@@ -1,0 +1,62 @@
+"""Warnings for rules that load but cannot work with what this configuration enables.
+
+A pure function of the rule set and of what is available, so the daemon (from what it
+built) and `remedyd check` (from the configuration) say the same thing; a new
+integration only adds its source and action names to `Available`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from daemon.core.rules import Rule
+from daemon.engine.ruleset import RuleSet, steps_of
+
+# The setting that turns an integration on, named in warnings so the fix is obvious.
+SWITCHES = {"docker": "[docker] enabled"}
+
+
+@dataclass(frozen=True, slots=True)
+class Available:
+    sources: frozenset[str]
+    actions: frozenset[str]
+    # [notify] webhook_url: where notify.webhook posts when the rule names no url.
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleWarning:
+    file: str
+    line: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: rule {self.rule!r}: warning: {self.message}"
+
+
+def lint(ruleset: RuleSet, available: Available) -> list[RuleWarning]:
+    """Every reason a loaded rule cannot fire or act here, in file order."""
+    return [RuleWarning(c.file, c.line, c.rule.name, message)
+            for c in ruleset.rules for message in _problems(c.rule, available)]
+
+
+def _problems(rule: Rule, available: Available) -> Iterator[str]:
+    if rule.source not in available.sources:
+        yield (f"source {rule.source!r} is not enabled in this configuration"
+               f"{_switch(rule.source)}; the rule never fires")
+    for _, spec in steps_of(rule):
+        if spec.name not in available.actions:
+            integration = spec.name.partition(".")[0]
+            yield (f"action {spec.name} is not available: its integration is off"
+                   f"{_switch(integration)}")
+        elif spec.name == "notify.webhook" and not spec.params.get("url") and (
+                not available.webhook_url):
+            yield ("notify.webhook has no url and [notify] webhook_url is not set; "
+                   "the notification cannot be sent")
+
+
+def _switch(integration: str) -> str:
+    switch = SWITCHES.get(integration)
+    return f" ({switch})" if switch else ""
