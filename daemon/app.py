@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 import time
-from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from daemon import __version__
 from daemon.actions.base import Action
 from daemon.actions.executor import Executor, ExecutorSettings
-from daemon.actions.notify import Webhook
 from daemon.actions.params import ACTIONS, CATALOG
+from daemon.audit import open_intents
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.bus import Bus
 from daemon.clients.http import HttpClient
@@ -26,15 +26,23 @@ from daemon.engine.lint import Available, lint
 from daemon.engine.rule_status import RuleStatus
 from daemon.engine.ruleset import RuleSet, load_ruleset
 from daemon.http.server import build_app, serve
+from daemon.integrations.base import BuildContext, Integration, Source
+from daemon.integrations.registry import INTEGRATIONS
 from daemon.settings import Settings
+from daemon.supervisor import Supervisor
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd")
 
 AUDIT_RETRY_INTERVAL = 10.0
+AUDIT_CHECKPOINT_LOG_INTERVAL = 600.0
 # How far back the audit log is read on start to restore cooldowns and budgets.
 RESTORE_RECORDS = 20_000
-_RESTORED_KEYS = ("kind", "decision", "rule", "time", "target")
+_RESTORED_KEYS = ("kind", "decision", "rule", "time", "target", "actions")
+# A second SIGTERM/SIGINT cancels in-flight actions; this long after it the process exits
+# whatever is still running.
+FORCED_EXIT_AFTER = 3.0
+EXIT_FATAL = 1
 
 
 class Daemon:
@@ -43,62 +51,75 @@ class Daemon:
         self.metrics = Metrics(registry)
         self.metrics.build.info({"version": __version__})
         self.bus = Bus(self.metrics, settings.engine.queue_size)
-        self.audit = AuditLog(settings.audit.path, fsync=settings.audit.fsync)
+        self.audit = AuditLog(settings.audit.path, fsync=settings.audit.fsync,
+                              checkpoint=settings.audit.checkpoint)
         self.http_client = HttpClient()
-        self.sources: list[Any] = []
-        self._closers: list[Callable[[], Any]] = []
+        self._stack = AsyncExitStack()
+        self.sources: list[Source] = []
         self.actions: dict[str, Action] = {}
-        self._build_sources_and_actions()
+        self.integrations: dict[str, tuple[bool, str]] = {}
         self.catalog = self.action_catalog(settings)
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
         self.evaluator = Evaluator(self.ruleset)
         safety = settings.safety
-        self.executor = Executor(self.actions, self.audit, self.metrics, ExecutorSettings(
+        self.executor = Executor({}, self.audit, self.metrics, ExecutorSettings(
             dry_run=safety.dry_run, action_timeout=safety.action_timeout,
             max_attempts=safety.max_attempts, global_max=safety.max_actions,
-            global_per=safety.max_actions_per))
+            global_per=safety.max_actions_per, notify_max=settings.notify.max_notifications,
+            notify_per=settings.notify.max_notifications_per,
+            coalesce_window=safety.coalesce_window))
+        self._plug_integrations()
+        self.supervisor = Supervisor(self.metrics, self._fatal)
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.draining = False
+        self.exit_code = 0
 
     @staticmethod
     def action_catalog(settings: Settings) -> dict[str, type[Any]]:
         """Every action's parameter model, whether or not its source is enabled here."""
         return dict(CATALOG)
 
-    def _build_sources_and_actions(self) -> None:
-        webhook = Webhook(self.http_client, self.settings.notify.webhook_url)
-        self.actions[webhook.name] = webhook
-        docker = self.settings.docker
-        if docker.is_enabled():
-            # Imported here so a daemon without Docker never loads aiodocker.
-            from daemon.actions.docker import docker_actions
-            from daemon.clients.docker import DockerClient
-            from daemon.sources.docker import DockerSource
-
-            client = DockerClient(docker.resolved_url(), docker.request_timeout)
-            self._closers.append(client.close)
-            self.sources.append(DockerSource(client, self.bus.emit, self.metrics,
-                                             docker.reconcile_interval))
-            for action in docker_actions(client):
+    def _plug_integrations(self) -> None:
+        ctx = BuildContext(emit=self.bus.emit, metrics=self.metrics, http=self.http_client,
+                           stack=self._stack)
+        self._stack.push_async_callback(self.http_client.close)
+        for cls in INTEGRATIONS:
+            integration: Integration = cls(self.settings)
+            on, why = integration.enabled()
+            self.integrations[integration.name] = (on, why)
+            if not on:
+                log.warning("%s", why) if "auto" in why else log.info("%s", why)
+                continue
+            log.info("%s", why)
+            plugged = integration.build(ctx)
+            self.sources.extend(plugged.sources)
+            for action in plugged.actions:
                 self.actions[action.name] = action
-        elif docker.enabled == "auto":
-            log.warning("docker source off: [docker] enabled = \"auto\" found no DOCKER_HOST "
-                        "and no /var/run/docker.sock; set enabled = true to insist")
-        else:
-            log.info("docker source off ([docker] enabled = false)")
+            for guard, before in plugged.guards:
+                self.executor.insert_guard(guard, before)
+        self.executor.actions = dict(self.actions)
+
+    @property
+    def available_sources(self) -> frozenset[str]:
+        """The rule `source:` values some enabled integration produces here."""
+        return frozenset(name for cls in INTEGRATIONS
+                         if self.integrations.get(cls.name, (False, ""))[0]
+                         for name in cls.event_sources)
 
     # -- what the HTTP layer reads ---------------------------------------------------------
 
     def readiness(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
         checks["rules"] = self.rule_status.readiness()
-        checks["audit"] = {"ready": self.audit.healthy, "path": str(self.audit.path),
-                           "error": None if self.audit.healthy else self.audit.last_error}
+        checks["audit"] = self.executor.audit_gate.status()
         for source in self.sources:
             status = source.status()
-            checks[f"source:{source.name}"] = {"ready": status["synced"], **status}
+            checks[f"source:{source.name}"] = {"ready": bool(status["synced"]), **status}
+        for name, task in self.supervisor.status().items():
+            checks[f"task:{name}"] = {"ready": task["running"], **task}
+        if self.draining:
+            checks["draining"] = {"ready": False, "reason": "the daemon is shutting down"}
         return {"ready": all(c["ready"] for c in checks.values()), "checks": checks}
 
     def rules_view(self) -> list[dict[str, Any]]:
@@ -142,17 +163,15 @@ class Daemon:
         log.info("loaded %d rules from %s", len(ruleset.rules), ", ".join(ruleset.files) or "-")
         return True
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     def _open_audit(self) -> bool:
         try:
             recovery = self.audit.open()
         except AuditUnavailable as exc:
             log.error("%s; actions are refused until it is writable", exc)
-            self.metrics.audit_failures.inc()
-            self.metrics.audit_healthy.set(0)
+            self.executor.audit_gate.failed()
             return False
+        if recovery.checkpoint_problem:
+            log.error("audit log %s: %s", self.audit.path, recovery.checkpoint_problem)
         if recovery.torn_bytes:
             log.warning("audit log %s had a torn last line (%d bytes, kept in %s); the chain "
                         "continues from record %d", self.audit.path, recovery.torn_bytes,
@@ -192,18 +211,43 @@ class Daemon:
         return max(windows)
 
     def _lifecycle(self, what: str, **details: Any) -> None:
-        if not self.audit.healthy:
+        if not self.executor.audit_gate.writable:
             return
         try:
             self.audit.append("lifecycle", {"event": what, "version": __version__, **details})
         except (AuditUnavailable, RuntimeError) as exc:
+            self.executor.audit_gate.failed()
             log.error("could not audit that the daemon %s: %s", what, exc)
 
-    async def _keep_audit_open(self) -> None:
+    async def _keep_audit_writable(self) -> None:
+        """Probe an unwritable audit log until it takes the recovery record; export and
+        now and then log the newest record's seq and hash, so a cut tail can be proven
+        from outside the host."""
+        last_logged = time.monotonic()
         while True:
             await asyncio.sleep(AUDIT_RETRY_INTERVAL)
-            if self._open_audit():
-                return
+            self.executor.audit_gate.try_recover()
+            self.metrics.audit_last_seq.set(self.audit.last_seq)
+            if self.audit.checkpoint_error:
+                log.error("audit checkpoint: %s", self.audit.checkpoint_error)
+            if time.monotonic() - last_logged >= AUDIT_CHECKPOINT_LOG_INTERVAL:
+                last_logged = time.monotonic()
+                log.info("audit checkpoint: seq %d hash %s", self.audit.last_seq,
+                         self.audit.last_hash)
+
+    async def _close_interrupted(self) -> None:
+        """Intents a previous run left without an outcome (SIGKILL, power cut) get one."""
+        if not self.executor.audit_gate.writable:
+            return
+        try:
+            intents = open_intents(self.audit)
+        except AuditUnavailable as exc:
+            log.error("could not look for interrupted decisions: %s", exc)
+            return
+        closed = await self.executor.close_interrupted(intents)
+        if closed:
+            log.warning("closed %d decision(s) a previous run left open as interrupted",
+                        closed)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -218,39 +262,47 @@ class Daemon:
             await self.shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-        return 0
+        return self.exit_code
+
+    def request_stop(self) -> None:
+        if self.draining:
+            # Second signal: an operator who means it. In-flight actions are cancelled
+            # (and audited as such); whatever still hangs after that is cut off.
+            log.warning("second stop signal: cancelling in-flight actions and exiting")
+            for task in list(self.executor.in_flight):
+                task.cancel()
+            asyncio.get_running_loop().call_later(FORCED_EXIT_AFTER, os._exit, 128 + 15)
+            return
+        self.draining = True
+        self._stop.set()
+
+    def _fatal(self, task: str) -> None:
+        self.exit_code = EXIT_FATAL
+        self.request_stop()
 
     def _on_sighup(self) -> None:
         log.info("SIGHUP: reloading rules")
         self.load_rules()
 
     async def start(self) -> None:
-        audit_ok = self._open_audit()
-        self.load_rules()
-        self._restore_guards()
-        self._lifecycle("started", rules=len(self.ruleset.rules),
-                        dry_run=self.settings.safety.dry_run)
+        # Bind first: a taken port is a configuration error, and nothing is audited as
+        # started before the daemon can be reached.
         stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,
                                 self.settings.server.port)
-        self._closers.insert(0, stop_http)
+        self._stack.push_async_callback(stop_http)
+        self._open_audit()
+        self.load_rules()
+        self._restore_guards()
+        await self._close_interrupted()
+        self.metrics.audit_last_seq.set(self.audit.last_seq)
+        self._lifecycle("started", rules=len(self.ruleset.rules),
+                        dry_run=self.settings.safety.dry_run)
         log.info("remedyd %s serving on http://%s/ (dry-run: %s)", __version__,
                  self.settings.server.listen, self.settings.safety.dry_run)
-        if not audit_ok:
-            self._tasks.append(asyncio.create_task(self._keep_audit_open(), name="audit-open"))
-        self._tasks.append(asyncio.create_task(self._engine_loop(), name="engine"))
+        self.supervisor.spawn("audit", self._keep_audit_writable)
+        self.supervisor.spawn("engine", self._engine_loop)
         for source in self.sources:
-            self._tasks.append(asyncio.create_task(self._run_source(source),
-                                                   name=f"source-{source.name}"))
-
-    async def _run_source(self, source: Any) -> None:
-        while True:
-            try:
-                await source.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("source %s crashed; restarting it in 5s", source.name)
-                await asyncio.sleep(5)
+            self.supervisor.spawn(f"source-{source.name}", source.run)
 
     async def _engine_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -273,20 +325,13 @@ class Daemon:
                 self.executor.submit(decision)
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self.draining = True
+        await self.supervisor.stop()
         cancelled = await self.executor.drain(self.settings.safety.shutdown_timeout)
         if cancelled:
             log.warning("cancelled %d action(s) still running at the shutdown deadline",
                         cancelled)
         self._lifecycle("stopped", cancelled_actions=cancelled)
-        for close in self._closers:
-            with contextlib.suppress(Exception):
-                await close()
-        await self.http_client.close()
+        await self._stack.aclose()
         self.audit.close()
         log.info("stopped")
-

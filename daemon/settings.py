@@ -83,10 +83,16 @@ class SafetySettings(_Group):
     max_actions_per: Duration = 3600.0
     # In-flight actions get this long on SIGTERM, then are cancelled.
     shutdown_timeout: Duration = 10.0
+    # Repeat decisions of one rule on one target within this window are one incident
+    # (an OOM under cgroup v1 arrives as a burst of events); 0 turns it off.
+    coalesce_window: Duration = 5.0
 
 
 class NotifySettings(_Group):
     webhook_url: str | None = None
+    # Notify-only decisions across all rules per window; they spend no action budget.
+    max_notifications: int | None = Field(default=60, ge=1)
+    max_notifications_per: Duration = 3600.0
 
 
 class EngineSettings(_Group):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,16 @@ from daemon.settings import Settings
 from daemon.sources.docker import normalise
 
 CATALOG = Daemon.action_catalog(Settings())
-_clock = itertools.count(1_795_750_000_000_000_000, 1_000_000)
+_last_nano = 0
+
+
+def _now_nano() -> int:
+    # Events happen now, and never twice at the same nanosecond: the executor compares
+    # them with containers' start times, the source tells them apart by time.
+    global _last_nano
+    _last_nano = max(time.time_ns(), _last_nano + 1_000_000)
+    return _last_nano
+
 
 
 def ruleset(tmp_path: Path, text: str) -> RuleSet:
@@ -32,7 +41,7 @@ def docker_event(action: str, container: str = "c1" * 32, name: str = "web",
         "Type": "container", "Action": action,
         "Actor": {"ID": container, "Attributes": {
             "image": "remedyd-test/busybox:latest", "name": name, **attributes}},
-        "scope": "local", "time": 1795750000, "timeNano": next(_clock),
+        "scope": "local", "time": (nano := _now_nano()) // 1_000_000_000, "timeNano": nano,
     }
     event = normalise(raw, observed_at=0.0)
     assert event is not None

@@ -42,9 +42,15 @@ def records_for(daemon: DaemonProcess, cid: str, kind: str) -> list[dict[str, An
     return [r for r in daemon.audit(kind) if r["target"]["id"] == cid]
 
 
+def steps(daemon: DaemonProcess, cid: str, action: str) -> list[dict[str, Any]]:
+    """The steps of `action` in the target's outcome records, each with its incident."""
+    return [{**step, "incident": r["incident"], "seq": r["seq"]}
+            for r in records_for(daemon, cid, "outcome") for step in r["steps"]
+            if step["action"] == action]
+
+
 def successful_restarts(daemon: DaemonProcess, cid: str) -> list[dict[str, Any]]:
-    return [r for r in records_for(daemon, cid, "outcome")
-            if r["action"] == "docker.restart" and r["outcome"] == "success"]
+    return [s for s in steps(daemon, cid, "docker.restart") if s["outcome"] == "success"]
 
 
 @pytest.fixture
@@ -127,8 +133,7 @@ def test_flapping_container_stays_within_budget_and_escalates_once(
         time.sleep(1)
 
         decisions = records_for(daemon, cid, "decision")
-        restarts = [r for r in records_for(daemon, cid, "outcome")
-                    if r["action"] == "docker.restart"]
+        restarts = steps(daemon, cid, "docker.restart")
         escalations = [d for d in decisions if d["decision"] == "escalate"]
         suppressed = {d["suppressed_by"] for d in decisions if d["decision"] == "suppressed"}
 

@@ -137,7 +137,7 @@ async def test_temporary_failures_are_retried_with_growing_delays(tmp_path: Path
     gaps = [b - a for a, b in zip(fix.runs, fix.runs[1:], strict=False)]
     assert gaps == [1.0, 2.0]
     outcome = ex.audit.tail(1)[0]
-    assert outcome["outcome"] == "success" and outcome["attempts"] == 3
+    assert outcome["outcome"] == "success" and outcome["steps"][0]["attempts"] == 3
 
 
 async def test_a_stalled_action_times_out(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -9,30 +10,54 @@ from pydantic import BaseModel
 from daemon.actions.base import Action, Refusal
 from daemon.actions.params import KillParams, NoParams, StopParams
 from daemon.clients.docker import CONNECTION_ERRORS, DockerClient
+from daemon.clients.docker import _rfc3339_to_ns as rfc3339_to_ns
 from daemon.core.decisions import Decision
 from daemon.core.errors import TemporaryError
+from daemon.core.events import Event, Ref
 
 
 class DockerAction(Action):
     applies_to = ("docker/container",)
+    observe_key = "docker/container"
     verb: ClassVar[str]
 
     def __init__(self, client: DockerClient) -> None:
         self.client = client
 
-    async def preflight(self, decision: Decision, params: BaseModel) -> Refusal | None:
+    async def observe(self, target: Ref) -> Mapping[str, Any] | None:
+        if target.source != "docker" or target.kind != "container" or not target.id:
+            return None
+        try:
+            return await self.client.inspect(target.id)
+        except CONNECTION_ERRORS as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise TemporaryError(f"inspect {target.name}: {exc}", 1.0) from exc
+
+    def superseded(self, decision: Decision, state: Mapping[str, Any] | None) -> str | None:
+        if state is None:
+            return None  # gone: preflight says so
+        return container_superseded(decision.event, state)
+
+    async def preflight(self, decision: Decision, params: BaseModel,
+                        state: Mapping[str, Any] | None) -> Refusal | None:
         target = decision.target
         if target.source != "docker" or target.kind != "container" or not target.id:
             return Refusal("target", f"{self.name} needs a docker container, got {target.key}")
-        try:
-            state = await self.client.inspect(target.id)
-        except CONNECTION_ERRORS as exc:
-            if getattr(exc, "status", None) == 404:
-                return Refusal("target", f"container {target.name} no longer exists")
-            raise TemporaryError(f"inspect {target.name}: {exc}", 1.0) from exc
+        if state is None:
+            return Refusal("target", f"container {target.name} no longer exists")
         return self.check_state(state)
 
-    def check_state(self, state: dict[str, Any]) -> Refusal | None:
+    def describe_state(self, state: Mapping[str, Any] | None) -> dict[str, Any]:
+        if state is None:
+            return {"exists": False}
+        current = state.get("State") or {}
+        return {"exists": True, "status": current.get("Status"),
+                "health": (current.get("Health") or {}).get("Status"),
+                "started_at": current.get("StartedAt"),
+                "restart_count": state.get("RestartCount")}
+
+    def check_state(self, state: Mapping[str, Any]) -> Refusal | None:
         current = state.get("State") or {}
         if current.get("Restarting"):
             return Refusal("restart_policy",
@@ -82,13 +107,12 @@ class Kill(DockerAction):
     verb = "kill"
 
 
-
 class Pause(DockerAction):
     name = "docker.pause"
     Params = NoParams
     verb = "pause"
 
-    def check_state(self, state: dict[str, Any]) -> Refusal | None:
+    def check_state(self, state: Mapping[str, Any]) -> Refusal | None:
         if (state.get("State") or {}).get("Paused"):
             return Refusal("target", "container is already paused")
         return super().check_state(state)
@@ -99,7 +123,7 @@ class Unpause(DockerAction):
     Params = NoParams
     verb = "unpause"
 
-    def check_state(self, state: dict[str, Any]) -> Refusal | None:
+    def check_state(self, state: Mapping[str, Any]) -> Refusal | None:
         if not (state.get("State") or {}).get("Paused"):
             return Refusal("target", "container is not paused")
         return None
@@ -109,8 +133,32 @@ def docker_actions(client: DockerClient) -> list[Action]:
     return [cls(client) for cls in (Restart, Stop, Kill, Pause, Unpause)]
 
 
+def container_superseded(event: Event, state: Mapping[str, Any]) -> str | None:
+    """Why `state` shows that what `event` reported is over, or None if it still holds."""
+    current = state.get("State") or {}
+    started = _docker_time(current.get("StartedAt"))
+    # Docker's timestamps and the event's come from the same engine clock.
+    if started is not None and event.occurred_at and started > event.occurred_at:
+        return (f"the container was started again at {current.get('StartedAt')}, after the "
+                f"{event.action} event; it is not the state the event reported")
+    reported = event.attributes.get("health")
+    health = (current.get("Health") or {}).get("Status")
+    if event.action == "health_status" and reported and health and health != reported:
+        return f"the event said {reported}, the container is {health} now"
+    return None
 
-def _policy_will_restart(state: dict[str, Any]) -> bool:
+
+def _docker_time(text: Any) -> float | None:
+    """A Docker timestamp in seconds; None when unset (Docker's zero time is year 1)."""
+    if not isinstance(text, str) or not text or text.startswith("0001-"):
+        return None
+    try:
+        return rfc3339_to_ns(text) / 1e9
+    except ValueError:
+        return None
+
+
+def _policy_will_restart(state: Mapping[str, Any]) -> bool:
     policy = ((state.get("HostConfig") or {}).get("RestartPolicy") or {})
     name = policy.get("Name") or "no"
     if name in ("always", "unless-stopped"):

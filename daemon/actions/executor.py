@@ -1,8 +1,12 @@
 """Guards, then intent, then the action, then its outcome: every step in the audit log.
 
-An action runs only when every guard agrees. A refused decision is audited with
-the guard that refused it. Intent is written before an action runs, so a crash
-mid-action still leaves a record of what was attempted.
+A decision passes the guard list in order; the first refusal stops it and is
+audited with the guard that refused it. Intent is written before anything runs,
+so a crash mid-action still leaves a record of what was attempted, and every
+intent is closed by exactly one outcome record (`record_outcome`). Changing
+actions run one target at a time under that target's lock; notifications run
+after them, outside the lock, so a dead receiver cannot hold up the next repair.
+The executor owns the one retry policy: an action makes one attempt per `run`.
 """
 
 from __future__ import annotations
@@ -10,13 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
-from daemon.actions.base import Action, Refusal
+from daemon.actions.audit_gate import AuditGate
+from daemon.actions.base import Action
+from daemon.actions.guards import (
+    BudgetGuard,
+    CooldownGuard,
+    DryRunGuard,
+    Guard,
+    GuardContext,
+    GuardResult,
+    NotifyRateGuard,
+    PreflightGuard,
+    Spend,
+    SupersededGuard,
+)
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.core.decisions import Decision
 from daemon.core.errors import ActionError, PermanentError, TemporaryError
@@ -36,212 +51,337 @@ class ExecutorSettings:
     retry_delay: float = 1.0
     global_max: int | None = None
     global_per: float = 3600.0
+    # Notify-only decisions across all rules per window (None: no limit).
+    notify_max: int | None = None
+    notify_per: float = 3600.0
+    # Decisions of one rule on one target within this window are one incident.
+    coalesce_window: float = 0.0
 
 
 @dataclass
-class _Verdict:
-    status: str  # act | suppressed | escalate
-    guards: dict[str, str] = field(default_factory=dict)
-    refused_by: str | None = None
-    reason: str | None = None
-    actions: tuple[ActionSpec, ...] = ()
+class _Intent:
+    """A decision that passed its guards and was audited: it owes one outcome record."""
+
+    decision: Decision
+    status: str  # act | escalate
+    plan: tuple[ActionSpec, ...]
+    started: float
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: bool = False
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return any(step["outcome"] != "success" for step in self.steps)
+
+
+@dataclass
+class _Coalesced:
+    incident: str
+    rule: str
+    target: Ref
+    count: int = 0
 
 
 class Executor:
     def __init__(self, actions: Mapping[str, Action], audit: AuditLog, metrics: Metrics,
-                 settings: ExecutorSettings, clock: Callable[[], float] = time.monotonic) -> None:
+                 settings: ExecutorSettings, clock: Callable[[], float] = time.monotonic,
+                 guards: Sequence[Guard] | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.actions = dict(actions)
         self.audit = audit
         self.metrics = metrics
         self.settings = settings
         self.clock = clock
-        self.guards = GuardBook(settings.global_max, settings.global_per)
+        self.book = GuardBook(settings.global_max, settings.global_per)
+        self.audit_gate = AuditGate(audit, metrics, wall_clock)
+        self.guards: list[Guard] = list(guards) if guards is not None else self.default_guards()
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, int] = {}
+        self._coalescing: dict[tuple[str, str], _Coalesced] = {}
+        self._coalesce_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.in_flight: set[asyncio.Task[None]] = set()
         self.accepting = True
 
+    def default_guards(self) -> list[Guard]:
+        return [
+            self.audit_gate,
+            DryRunGuard(lambda: self.settings.dry_run),
+            SupersededGuard(),
+            CooldownGuard(self.book),
+            BudgetGuard(self.book),
+            NotifyRateGuard(self.book, self.settings.notify_max, self.settings.notify_per),
+            PreflightGuard(),
+        ]
+
+    def insert_guard(self, guard: Guard, before: str = "preflight") -> None:
+        """Add a guard ahead of the named one (integrations add leader, cache-synced...)."""
+        names = [g.name for g in self.guards]
+        self.guards.insert(names.index(before) if before in names else len(names), guard)
+
+    # -- intake ----------------------------------------------------------------------------
+
     def submit(self, decision: Decision) -> asyncio.Task[None] | None:
-        """Handle a decision in the background, one at a time per target."""
-        if not self.accepting:
+        """Handle a decision in the background; a repeat within the coalescing window of
+        the same rule's decision on the same target is counted, not handled again."""
+        if not self.accepting or self._coalesce(decision):
             return None
-        task = asyncio.create_task(self._serialised(decision),
-                                   name=f"incident-{decision.incident_id}")
+        task = asyncio.create_task(self.handle(decision), name=f"incident-{decision.incident_id}")
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
         return task
 
-    async def _serialised(self, decision: Decision) -> None:
+    def _coalesce(self, decision: Decision) -> bool:
+        window = self.settings.coalesce_window
+        if window <= 0:
+            return False
+        key = (decision.rule.name, decision.target.key)
+        open_incident = self._coalescing.get(key)
+        if open_incident is not None:
+            open_incident.count += 1
+            self.metrics.coalesced.labels(decision.rule.name).inc()
+            return True
+        self._coalescing[key] = _Coalesced(decision.incident_id, decision.rule.name,
+                                           decision.target)
+        self._coalesce_timers[key] = asyncio.get_running_loop().call_later(
+            window, self._close_coalescing, key)
+        return False
+
+    def _close_coalescing(self, key: tuple[str, str]) -> None:
+        self._coalesce_timers.pop(key, None)
+        incident = self._coalescing.pop(key, None)
+        if incident is None or not incident.count:
+            return
+        log.info("rule %s on %s: %d repeat decision(s) coalesced into incident %s",
+                 incident.rule, incident.target.name, incident.count, incident.incident)
+        try:
+            self.audit.append("coalesced", {
+                "incident": incident.incident, "rule": incident.rule,
+                "target": incident.target.as_dict(), "count": incident.count,
+                "window_s": self.settings.coalesce_window})
+        except (AuditUnavailable, RuntimeError):
+            self.audit_gate.failed()
+
+    # -- one decision ------------------------------------------------------------------------
+
+    async def handle(self, decision: Decision) -> None:
+        self.metrics.rule_matches.labels(decision.rule.name).inc()
         key = decision.target.key
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._waiting[key] = self._waiting.get(key, 0) + 1
+        intent: _Intent | None = None
         try:
             async with lock:
-                await self.handle(decision)
-        except Exception:
+                intent = await self._open_intent(decision)
+                if intent is not None:
+                    await self._run_steps(intent, mutating=True)
+            if intent is not None:
+                await self._run_steps(intent, mutating=False)
+        except asyncio.CancelledError:
+            if intent is not None:
+                intent.cancelled = True
+            raise
+        except Exception as exc:  # a bug, not an action's failure: close the record anyway
             log.exception("incident %s (rule %s) failed unexpectedly", decision.incident_id,
                           decision.rule.name)
+            if intent is not None:
+                intent.error = f"{type(exc).__name__}: {exc}"
         finally:
             self._waiting[key] -= 1
             if not self._waiting[key]:
                 del self._waiting[key]
                 self._locks.pop(key, None)
+            if intent is not None:
+                self.record_outcome(intent)
 
-    async def handle(self, decision: Decision) -> None:
+    async def _judge(self, decision: Decision) -> tuple[GuardContext, list[GuardResult]]:
+        ctx = GuardContext(decision=decision, now=self.clock(), actions=self.actions,
+                           plan=decision.actions)
+        results: list[GuardResult] = []
+        for guard in self.guards:
+            try:
+                result = await guard.check(ctx)
+            except Exception as exc:  # fail closed: a broken guard never lets an action by
+                log.exception("guard %s failed on incident %s", guard.name,
+                              decision.incident_id)
+                result = GuardResult(guard.name, "refuse",
+                                     f"guard failed: {type(exc).__name__}: {exc}")
+            results.append(result)
+            if result.verdict == "refuse":
+                break
+            if result.verdict == "escalate":
+                ctx.plan, ctx.escalation = result.instead, True
+        return ctx, results
+
+    async def _open_intent(self, decision: Decision) -> _Intent | None:
         rule = decision.rule
-        self.metrics.rule_matches.labels(rule.name).inc()
-        verdict = await self._judge(decision)
-        if verdict.refused_by == "audit":
+        ctx, results = await self._judge(decision)
+        refused = results[-1] if results and results[-1].verdict == "refuse" else None
+        if refused is not None and refused.guard == self.audit_gate.name:
             # Fail closed: no action without a record of it, and no record can be written.
-            self.metrics.suppressed.labels(rule.name, "audit").inc()
+            self.audit_gate.refused_decision(rule.name)
             log.error("refusing to act on %s for rule %s: %s", decision.target.name, rule.name,
-                      verdict.reason)
-            return
+                      refused.reason)
+            return None
+        status = "suppressed" if refused else ("escalate" if ctx.escalation else "act")
         record = {
             **decision.summary(),
             "event": decision.event.summary(),
-            "decision": verdict.status,
-            "guards": verdict.guards,
+            "decision": status,
+            "guards": [r.as_record() for r in results],
             "dry_run": self.settings.dry_run or rule.dry_run,
         }
-        if verdict.refused_by:
-            record["suppressed_by"] = verdict.refused_by
-            record["reason"] = verdict.reason
-        if verdict.status == "escalate":
-            record["actions"] = [{"name": a.name, "params": a.params} for a in verdict.actions]
+        if refused is not None:
+            record.update(suppressed_by=refused.guard, reason=refused.reason,
+                          outcome="suppressed")
+        if ctx.escalation:
+            record["actions"] = [{"name": a.name, "params": a.params} for a in ctx.plan]
+            record["reason"] = next(r.reason for r in results if r.verdict == "escalate")
         try:
             self.audit.append("decision", record)
         except AuditUnavailable as exc:
-            self._audit_failed(exc, decision)
-            return
-        finally:
-            self.metrics.audit_healthy.set(int(self.audit.healthy))
-        if verdict.status == "suppressed":
-            self.metrics.suppressed.labels(rule.name, verdict.refused_by or "unknown").inc()
+            self.audit_gate.failed()
+            self.audit_gate.refused_decision(rule.name)
+            log.error("refusing to act on %s for rule %s: %s", decision.target.name, rule.name,
+                      exc)
+            return None
+        if refused is not None:
+            self.metrics.suppressed.labels(rule.name, refused.guard).inc()
             log.info("rule %s on %s suppressed by %s: %s", rule.name, decision.target.name,
-                     verdict.refused_by, verdict.reason)
-            return
-        if verdict.status == "escalate":
+                     refused.guard, refused.reason)
+            return None
+        if ctx.escalation:
             self.metrics.escalations.labels(rule.name).inc()
             log.warning("rule %s on %s: budget exhausted, escalating", rule.name,
                         decision.target.name)
-        budget = _rule_budgets(decision.rule)
-        if verdict.status == "act":
-            self.guards.spend(rule.name, decision.target.key, self.clock(), *budget)
-        for spec in verdict.actions:
-            ok = await self._run_one(decision, spec)
-            if not ok:
-                break
+        spend = Spend(rule, decision.target.key, ctx.escalation, ctx.mutating, ctx.now)
+        for guard in self.guards:
+            guard.commit(spend)
+        return _Intent(decision, status, ctx.plan, self.clock())
 
-    async def _judge(self, decision: Decision) -> _Verdict:
-        rule, target, now = decision.rule, decision.target.key, self.clock()
-        verdict = _Verdict(status="act", actions=decision.actions)
+    async def _run_steps(self, intent: _Intent, *, mutating: bool) -> None:
+        for spec in intent.plan:
+            action = self.actions[spec.name]
+            if action.mutating != mutating:
+                continue
+            if mutating and intent.failed:
+                intent.steps.append({"action": spec.name, "outcome": "skipped",
+                                     "error": "an earlier step failed"})
+                continue
+            intent.steps.append(await self._run_step(intent, action, spec))
 
-        def refuse(guard: str, reason: str) -> _Verdict:
-            verdict.guards[guard] = reason
-            verdict.status, verdict.refused_by, verdict.reason = "suppressed", guard, reason
-            return verdict
-
-        if not self.audit.healthy:
-            return refuse("audit", f"audit log unwritable: {self.audit.last_error}")
-        verdict.guards["audit"] = "ok"
-        if self.settings.dry_run or rule.dry_run:
-            where = "globally" if self.settings.dry_run else "for this rule"
-            return refuse("dry_run", f"dry-run is on {where}")
-        verdict.guards["dry_run"] = "ok"
-        left = self.guards.cooldown_left(rule.name, target, rule.cooldown, now)
-        if left > 0:
-            return refuse("cooldown", f"acted on this target {rule.cooldown - left:.1f}s ago; "
-                          f"cooldown {rule.cooldown:g}s")
-        verdict.guards["cooldown"] = "ok"
-        exhausted = self.guards.exhausted(rule.name, target, now, *_rule_budgets(decision.rule))
-        if exhausted is not None:
-            reason = _budget_reason(decision, exhausted, self.settings)
-            if rule.budget and rule.budget.then and exhausted != "budget_global" and (
-                self.guards.escalate_once(rule.name, target, rule.budget.per, now)
-            ):
-                verdict.guards[exhausted] = reason
-                verdict.status, verdict.actions = "escalate", tuple(rule.budget.then)
-                verdict.reason = reason
-            else:
-                return refuse(exhausted, reason)
-        else:
-            verdict.guards["budget"] = "ok"
-        for spec in verdict.actions:
-            action = self.actions.get(spec.name)
-            if action is None:
-                return refuse("unavailable", f"{spec.name}: its source is not enabled here")
-            try:
-                refusal = await action.preflight(decision, action.parse(spec.params))
-            except ActionError as exc:
-                refusal = Refusal("preflight", str(exc))
-            if refusal is not None:
-                return refuse(refusal.guard, f"{spec.name}: {refusal.reason}")
-        verdict.guards["preflight"] = "ok"
-        return verdict
-
-    async def _run_one(self, decision: Decision, spec: ActionSpec) -> bool:
-        action = self.actions[spec.name]
+    async def _run_step(self, intent: _Intent, action: Action,
+                        spec: ActionSpec) -> dict[str, Any]:
+        decision = intent.decision
         params = action.parse(spec.params)
+        step: dict[str, Any] = {"action": spec.name}
         started = self.clock()
-        outcome: dict[str, Any] = {"incident": decision.incident_id, "rule": decision.rule.name,
-                                   "action": spec.name, "target": decision.target.as_dict()}
-        attempts = 0
         try:
             async with asyncio.timeout(self.settings.action_timeout):
                 details, attempts = await self._attempts(action, decision, params)
-            outcome.update(outcome="success", details=details, attempts=attempts)
+            step.update(outcome="success", details=details, attempts=attempts)
             verified = await action.verify(decision, params, details)
             if verified is not None:
-                outcome["verified"] = bool(verified)
+                step["verified"] = bool(verified)
         except asyncio.CancelledError:
-            outcome.update(outcome="cancelled", error="daemon shutting down")
-            self._finish(outcome, started)
+            step.update(outcome="cancelled", error="daemon shutting down")
+            intent.steps.append(self._timed(step, started, decision))
             raise
         except TimeoutError:
-            outcome.update(outcome="timeout",
-                           error=f"gave up after {self.settings.action_timeout:g}s")
+            step.update(outcome="timeout",
+                        error=f"gave up after {self.settings.action_timeout:g}s")
         except ActionError as exc:
-            outcome.update(outcome="failed", error=str(exc))
-        self._finish(outcome, started)
-        return bool(outcome["outcome"] == "success")
+            step.update(outcome="failed", error=str(exc))
+        except Exception as exc:  # an action's bug: its step fails, the record still closes
+            log.exception("%s on %s raised unexpectedly", spec.name, decision.target.name)
+            step.update(outcome="error", error=f"{type(exc).__name__}: {exc}")
+        return self._timed(step, started, decision)
+
+    def _timed(self, step: dict[str, Any], started: float, decision: Decision) -> dict[str, Any]:
+        duration = self.clock() - started
+        step["duration_s"] = round(duration, 6)
+        self.metrics.actions.labels(decision.rule.name, step["action"], step["outcome"]).inc()
+        self.metrics.action_duration.labels(step["action"]).observe(duration)
+        level = logging.INFO if step["outcome"] == "success" else logging.WARNING
+        log.log(level, "%s on %s: %s%s", step["action"], decision.target.name, step["outcome"],
+                f" ({step['error']})" if "error" in step else "")
+        return step
 
     async def _attempts(self, action: Action, decision: Decision,
-                        params: BaseModel) -> tuple[dict[str, Any], int]:
-        for attempt in range(1, self.settings.max_attempts + 1):
+                        params: Any) -> tuple[dict[str, Any], int]:
+        attempts = action.attempts(params) or self.settings.max_attempts
+        for attempt in range(1, attempts + 1):
             try:
                 return await action.run(decision, params), attempt
             except PermanentError:
                 raise
             except TemporaryError as exc:
-                if attempt == self.settings.max_attempts:
-                    raise
+                if attempt == attempts:
+                    raise ActionError(f"{exc} (after {attempt} attempt(s))") from exc
                 delay = max(exc.delay, self.settings.retry_delay * 2 ** (attempt - 1))
                 log.info("%s on %s failed (%s); retrying in %.1fs", action.name,
                          decision.target.name, exc, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _finish(self, outcome: dict[str, Any], started: float) -> None:
-        duration = self.clock() - started
-        outcome["duration_s"] = round(duration, 6)
-        self.metrics.actions.labels(outcome["rule"], outcome["action"], outcome["outcome"]).inc()
-        self.metrics.action_duration.labels(outcome["action"]).observe(duration)
-        level = logging.INFO if outcome["outcome"] == "success" else logging.WARNING
-        log.log(level, "%s on %s: %s%s", outcome["action"], outcome["target"]["name"],
-                outcome["outcome"], f" ({outcome['error']})" if "error" in outcome else "")
-        try:
-            self.audit.append("outcome", outcome)
-        except AuditUnavailable as exc:
-            self.metrics.audit_failures.inc()
-            log.error("could not audit the outcome of incident %s: %s", outcome["incident"], exc)
-        self.metrics.audit_healthy.set(int(self.audit.healthy))
+    def record_outcome(self, intent: _Intent) -> None:
+        """The one place an outcome record is written: exactly once per intent."""
+        decision = intent.decision
+        error: str | None
+        if intent.cancelled:
+            outcome, error = "cancelled", "daemon shutting down"
+        elif intent.error is not None:
+            outcome, error = "error", intent.error
+        else:
+            bad = next((s for s in intent.steps if s["outcome"] != "success"), None)
+            outcome = bad["outcome"] if bad else "success"
+            error = bad.get("error") if bad else None
+        record: dict[str, Any] = {
+            "incident": decision.incident_id, "rule": decision.rule.name,
+            "target": decision.target.as_dict(), "decision": intent.status,
+            "outcome": outcome, "steps": intent.steps,
+            "duration_s": round(self.clock() - intent.started, 6),
+        }
+        if error:
+            record["error"] = error
+        self._append_outcome(record)
 
-    def _audit_failed(self, exc: AuditUnavailable, decision: Decision) -> None:
-        self.metrics.audit_failures.inc()
-        self.metrics.suppressed.labels(decision.rule.name, "audit").inc()
-        log.error("refusing to act on %s for rule %s: %s", decision.target.name,
-                  decision.rule.name, exc)
+    def _append_outcome(self, record: dict[str, Any]) -> None:
+        try:
+            self.audit.append("outcome", record)
+        except (AuditUnavailable, RuntimeError) as exc:
+            self.audit_gate.failed()
+            log.error("could not audit the outcome of incident %s: %s", record["incident"], exc)
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    async def close_interrupted(self, intents: Iterable[Mapping[str, Any]]) -> int:
+        """Give each intent a previous run left open an `interrupted` outcome, saying what
+        its target looks like now (the action may or may not have happened)."""
+        closed = 0
+        for intent in intents:
+            try:
+                target = Ref(**intent["target"])
+            except (KeyError, TypeError):
+                continue
+            names = [a.get("name") for a in intent.get("actions") or [] if isinstance(a, dict)]
+            record: dict[str, Any] = {
+                "incident": intent.get("incident"), "rule": intent.get("rule"),
+                "target": target.as_dict(), "decision": intent.get("decision"),
+                "outcome": "interrupted", "steps": [],
+                "error": "the daemon stopped before this decision's outcome was recorded; "
+                         "whether its actions ran is unknown: see the target's state",
+            }
+            action = next((self.actions[n] for n in names
+                           if n in self.actions and self.actions[n].mutating), None)
+            if action is not None:
+                try:
+                    record["state"] = action.describe_state(await action.observe(target))
+                except ActionError as exc:
+                    record["state"] = {"error": str(exc)}
+            self._append_outcome(record)
+            closed += 1
+        return closed
 
     def restore(self, records: Iterable[Mapping[str, Any]],
                 rule_named: Callable[[str], Rule | None], wall_now: float) -> int:
@@ -249,8 +389,8 @@ class Executor:
         daemon (a crash loop, an upgrade) does not hand every target a fresh budget."""
         now, restored = self.clock(), 0
         for record in records:
-            if record.get("kind") != "decision" or record.get("decision") not in ("act",
-                                                                                  "escalate"):
+            status = record.get("decision")
+            if record.get("kind") != "decision" or status not in ("act", "escalate"):
                 continue
             rule = rule_named(str(record.get("rule", "")))
             try:
@@ -261,16 +401,20 @@ class Executor:
             age = wall_now - stamp
             if rule is None or not stamp or age < 0:
                 continue
-            if record["decision"] == "act":
-                self.guards.spend(rule.name, target, now - age, *_rule_budgets(rule))
-            elif rule.budget is not None:
-                self.guards.escalate_once(rule.name, target, rule.budget.per, now - age)
+            names = [a.get("name") for a in record.get("actions") or [] if isinstance(a, dict)]
+            mutating = any(getattr(self.actions.get(str(n)), "mutating", True) for n in names)
+            spend = Spend(rule, target, status == "escalate", mutating, now - age)
+            for guard in self.guards:
+                guard.commit(spend)
             restored += 1
         return restored
 
     async def drain(self, grace: float) -> int:
         """Stop taking decisions; give in-flight ones `grace` seconds, then cancel them."""
         self.accepting = False
+        for key, timer in list(self._coalesce_timers.items()):
+            timer.cancel()
+            self._close_coalescing(key)
         pending = [t for t in self.in_flight if not t.done()]
         if not pending:
             return 0
@@ -280,21 +424,3 @@ class Executor:
         if still:
             await asyncio.wait(still, timeout=5)
         return len(still)
-
-
-def _rule_budgets(rule: Rule) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
-    budget = rule.budget
-    if budget is None:
-        return None, None
-    per_rule = (budget.rule_max, budget.per) if budget.rule_max else None
-    return (budget.max, budget.per), per_rule
-
-
-def _budget_reason(decision: Decision, which: str, settings: ExecutorSettings) -> str:
-    budget = decision.rule.budget
-    if which == "budget_global":
-        return f"global budget of {settings.global_max} actions per {settings.global_per:g}s spent"
-    assert budget is not None
-    if which == "budget_rule":
-        return f"rule budget of {budget.rule_max} actions per {budget.per:g}s spent"
-    return f"budget of {budget.max} actions per {budget.per:g}s on this target spent"

@@ -1,8 +1,9 @@
-"""notify.webhook: POST a JSON description of the incident, with bounded retries."""
+"""notify.webhook: POST a JSON description of the incident; one attempt per run (the
+executor retries)."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,16 +20,19 @@ class Webhook(Action):
     Params = WebhookParams
     mutating = False
 
-    def __init__(self, http: HttpClient, default_url: str | None,
-                 backoff_base: float = 0.5) -> None:
+    def __init__(self, http: HttpClient, default_url: str | None) -> None:
         self.http = http
         self.default_url = default_url
-        self.backoff_base = backoff_base
+
+    def attempts(self, params: BaseModel) -> int | None:
+        assert isinstance(params, WebhookParams)
+        return None if params.retries is None else params.retries + 1
 
     def _url(self, params: WebhookParams) -> str | None:
         return str(params.url) if params.url is not None else self.default_url
 
-    async def preflight(self, decision: Decision, params: BaseModel) -> Refusal | None:
+    async def preflight(self, decision: Decision, params: BaseModel,
+                        state: Mapping[str, Any] | None) -> Refusal | None:
         assert isinstance(params, WebhookParams)
         if not self._url(params):
             return Refusal("no_receiver",
@@ -50,19 +54,12 @@ class Webhook(Action):
             "target": decision.target.as_dict(),
             "event": decision.event.summary(),
         }
-        last_error = ""
-        for attempt in range(params.retries + 1):
-            try:
-                status = await self.http.post_json(url, body, params.timeout)
-            except HttpError as exc:
-                last_error = str(exc)
-            else:
-                if status < 300:
-                    return {"url": url, "status": status, "attempts": attempt + 1}
-                last_error = f"HTTP {status}"
-                if 400 <= status < 500 and status not in (408, 429):
-                    raise PermanentError(f"webhook {url} refused the notification: {last_error}")
-            if attempt < params.retries:
-                await asyncio.sleep(self.backoff_base * 2 ** attempt)
-        raise TemporaryError(f"webhook {url} failed after {params.retries + 1} attempt(s): "
-                             f"{last_error}")
+        try:
+            status = await self.http.post_json(url, body, params.timeout)
+        except HttpError as exc:
+            raise TemporaryError(f"webhook {exc}") from exc
+        if status < 300:
+            return {"url": url, "status": status}
+        if 400 <= status < 500 and status not in (408, 429):
+            raise PermanentError(f"webhook {url} refused the notification: HTTP {status}")
+        raise TemporaryError(f"webhook {url} answered HTTP {status}")

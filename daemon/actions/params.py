@@ -33,7 +33,8 @@ class WebhookParams(BaseModel):
     # Falls back to [notify] webhook_url in the configuration.
     url: AnyHttpUrl | None = None
     timeout: Duration = 5.0
-    retries: int = Field(default=3, ge=0, le=10)
+    # Attempts beyond the first; unset: [safety] max_attempts - 1.
+    retries: int | None = Field(default=None, ge=0, le=10)
     message: str = ""
 
 

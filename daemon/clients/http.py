@@ -1,4 +1,4 @@
-"""Outbound HTTP (notifications): one shared session, created on first use."""
+"""Outbound HTTP (notifications): one shared session, owned by the daemon's exit stack."""
 
 from __future__ import annotations
 
@@ -14,20 +14,33 @@ class HttpError(Exception):
 
 
 class HttpClient:
+    """Created lazily on first use; once closed it stays closed, so a request made during
+    shutdown fails loudly instead of opening a session nobody will close."""
+
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        if self._closed:
+            raise HttpError("the HTTP client is closed (the daemon is shutting down)")
+        if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers={"User-Agent": f"remedyd/{__version__}"})
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def post_json(self, url: str, body: Any, time_limit: float) -> int:
         """POST a JSON body; return the status code, or raise HttpError naming the peer."""

@@ -26,6 +26,12 @@ class Metrics:
         self.suppressed = Counter("remedyd_decisions_suppressed_total",
                                   "Decisions not acted on, by the guard that refused them.",
                                   ["rule", "guard"], registry=r)
+        self.task_crashes = Counter("remedyd_task_crashes_total",
+                                    "Root tasks (engine, sources) that raised and were "
+                                    "restarted.", ["task"], registry=r)
+        self.coalesced = Counter("remedyd_decisions_coalesced_total",
+                                 "Repeat decisions of one rule on one target folded into the "
+                                 "open incident.", ["rule"], registry=r)
         self.escalations = Counter("remedyd_escalations_total",
                                    "Budget escalations fired.", ["rule"], registry=r)
         self.action_duration = Histogram("remedyd_action_duration_seconds",
@@ -66,3 +72,6 @@ class Metrics:
                                       registry=r)
         self.audit_healthy = Gauge("remedyd_audit_writable",
                                    "1 while the audit log accepts writes.", registry=r)
+        self.audit_last_seq = Gauge("remedyd_audit_last_seq",
+                                    "Seq of the newest audit record: a copy of the checkpoint "
+                                    "kept off the host shows a cut tail.", registry=r)

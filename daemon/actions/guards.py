@@ -1,0 +1,242 @@
+"""The executor's guards: an ordered list, each saying ok, refuse or escalate, and why.
+
+Every guard a decision passed through is recorded, in order, in its audit record, so
+an operator reads off the record which guard let it through or stopped it. New
+guards (leader, cache synced, blast radius, silences, gates) are added to the list;
+the executor does not know any of them by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from daemon.actions.base import Action, Refusal
+from daemon.core.decisions import Decision
+from daemon.core.errors import ActionError
+from daemon.core.rules import ActionSpec, Rule
+from daemon.engine.budgets import GuardBook
+
+Verdict = Literal["ok", "refuse", "escalate"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    guard: str
+    verdict: Verdict
+    reason: str = ""
+    # For "escalate": what runs instead of the rule's actions.
+    instead: tuple[ActionSpec, ...] = ()
+
+    def as_record(self) -> dict[str, str]:
+        record = {"guard": self.guard, "verdict": self.verdict}
+        if self.reason:
+            record["reason"] = self.reason
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What an acted-on decision costs the guards that keep state (also replayed on start)."""
+
+    rule: Rule
+    target: str
+    escalation: bool
+    mutating: bool
+    at: float
+
+
+@dataclass
+class GuardContext:
+    """One decision on its way through the chain."""
+
+    decision: Decision
+    now: float
+    actions: Mapping[str, Action]
+    # What will run if every guard agrees; an escalation replaces it.
+    plan: tuple[ActionSpec, ...]
+    escalation: bool = False
+    _observed: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
+
+    @property
+    def mutating(self) -> bool:
+        """Whether the plan changes anything (unknown actions count as changing)."""
+        return any(getattr(self.actions.get(s.name), "mutating", True) for s in self.plan)
+
+    async def observe(self, action: Action) -> Mapping[str, Any] | None:
+        """The target's current state as `action` sees it; fetched once per decision."""
+        key = action.observe_key
+        if key not in self._observed:
+            self._observed[key] = await action.observe(self.decision.target)
+        return self._observed[key]
+
+
+class Guard(Protocol):
+    name: str
+
+    async def check(self, ctx: GuardContext) -> GuardResult: ...
+
+    def commit(self, spend: Spend) -> None:
+        """Remember an action taken (or restored from the audit log); most guards keep none."""
+
+
+class StatelessGuard:
+    name = ""
+
+    def ok(self) -> GuardResult:
+        return GuardResult(self.name, "ok")
+
+    def refuse(self, reason: str, guard: str | None = None) -> GuardResult:
+        return GuardResult(guard or self.name, "refuse", reason)
+
+    def commit(self, spend: Spend) -> None:
+        return None
+
+
+class DryRunGuard(StatelessGuard):
+    name = "dry_run"
+
+    def __init__(self, globally: Callable[[], bool]) -> None:
+        self._globally = globally
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        if self._globally():
+            return self.refuse("dry-run is on globally")
+        if ctx.decision.rule.dry_run:
+            return self.refuse("dry-run is on for this rule")
+        return self.ok()
+
+
+class SupersededGuard(StatelessGuard):
+    """The target is no longer in the state the event reported: the repair is stale."""
+
+    name = "superseded"
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        for spec in ctx.plan:
+            action = ctx.actions.get(spec.name)
+            if action is None or not action.mutating:
+                continue
+            try:
+                state = await ctx.observe(action)
+            except ActionError as exc:
+                # Preflight asks again and refuses with the reason; not this guard's call.
+                del exc
+                continue
+            reason = action.superseded(ctx.decision, state)
+            if reason:
+                return self.refuse(reason)
+        return self.ok()
+
+
+class CooldownGuard(StatelessGuard):
+    name = "cooldown"
+
+    def __init__(self, book: GuardBook) -> None:
+        self.book = book
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        rule = ctx.decision.rule
+        left = self.book.cooldown_left(rule.name, ctx.decision.target.key, rule.cooldown, ctx.now)
+        if left > 0:
+            return self.refuse(f"acted on this target {rule.cooldown - left:.1f}s ago; "
+                               f"cooldown {rule.cooldown:g}s")
+        return self.ok()
+
+    def commit(self, spend: Spend) -> None:
+        if not spend.escalation:
+            self.book.mark_acted(spend.rule.name, spend.target, spend.at)
+
+
+class BudgetGuard(StatelessGuard):
+    """Budgets count actions that change something; notifications have their own limit."""
+
+    name = "budget"
+
+    def __init__(self, book: GuardBook) -> None:
+        self.book = book
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        if not ctx.mutating:
+            return self.ok()
+        rule, target = ctx.decision.rule, ctx.decision.target.key
+        exhausted = self.book.exhausted(rule.name, target, ctx.now, *rule_budgets(rule))
+        if exhausted is None:
+            return self.ok()
+        reason = self._reason(rule, exhausted)
+        budget = rule.budget
+        if budget and budget.then and exhausted != "budget_global" and (
+            not self.book.escalated_within(rule.name, target, budget.per, ctx.now)
+        ):
+            return GuardResult(exhausted, "escalate", reason, tuple(budget.then))
+        return self.refuse(reason, exhausted)
+
+    def _reason(self, rule: Rule, which: str) -> str:
+        if which == "budget_global":
+            return (f"global budget of {self.book.global_max} actions per "
+                    f"{self.book.global_per:g}s spent")
+        budget = rule.budget
+        assert budget is not None
+        if which == "budget_rule":
+            return f"rule budget of {budget.rule_max} actions per {budget.per:g}s spent"
+        return f"budget of {budget.max} actions per {budget.per:g}s on this target spent"
+
+    def commit(self, spend: Spend) -> None:
+        if spend.escalation:
+            if spend.rule.budget is not None:
+                self.book.escalate_once(spend.rule.name, spend.target, spend.rule.budget.per,
+                                        spend.at)
+        elif spend.mutating:
+            self.book.spend(spend.rule.name, spend.target, spend.at, *rule_budgets(spend.rule))
+
+
+class NotifyRateGuard(StatelessGuard):
+    """At most `limit` notify-only decisions per window, across rules: a flood guard."""
+
+    name = "notify_rate"
+
+    def __init__(self, book: GuardBook, limit: int | None, per: float) -> None:
+        self.book, self.limit, self.per = book, limit, per
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        if ctx.mutating or self.limit is None:
+            return self.ok()
+        if self.book.notifications(ctx.now, self.per) >= self.limit:
+            return self.refuse(f"notification rate limit of {self.limit} per {self.per:g}s "
+                               "reached")
+        return self.ok()
+
+    def commit(self, spend: Spend) -> None:
+        if not spend.mutating:
+            self.book.notified(spend.at)
+
+
+class PreflightGuard(StatelessGuard):
+    """Each action's own check of its target (exists, not already being restarted...)."""
+
+    name = "preflight"
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        for spec in ctx.plan:
+            action = ctx.actions.get(spec.name)
+            if action is None:
+                return self.refuse(f"{spec.name}: its source is not enabled here",
+                                   "unavailable")
+            try:
+                state = await ctx.observe(action) if action.mutating else None
+                refusal = await action.preflight(ctx.decision, action.parse(spec.params), state)
+            except ActionError as exc:
+                refusal = Refusal("preflight", str(exc))
+            if refusal is not None:
+                return self.refuse(f"{spec.name}: {refusal.reason}", refusal.guard)
+        return self.ok()
+
+
+def rule_budgets(rule: Rule) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+    budget = rule.budget
+    if budget is None:
+        return None, None
+    per_rule = (budget.rule_max, budget.per) if budget.rule_max else None
+    return (budget.max, budget.per), per_rule
+

@@ -1,0 +1,1 @@
+"""Integrations plug into the daemon through one small contract (see base.py)."""

@@ -1,0 +1,69 @@
+"""The contract every integration (Docker, notify; Kubernetes, KPIs, probes next) meets.
+
+An integration reads its settings group, says whether it is on and why, and when on
+builds its sources, actions and guards. Client libraries are imported inside
+`build`, so a daemon with an integration off never loads them. Resources it opens
+are handed to the daemon's AsyncExitStack, which closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from daemon.actions.base import Action
+from daemon.actions.guards import Guard
+from daemon.clients.http import HttpClient
+from daemon.core.events import Event
+from daemon.settings import Settings
+from daemon.telemetry.metrics import Metrics
+
+
+class Source(Protocol):
+    """A long-running producer of events; `run` returns only when cancelled."""
+
+    name: str
+
+    async def run(self) -> None: ...
+
+    def status(self) -> dict[str, Any]:
+        """At least {"synced": bool}: readiness waits for every source to have synced."""
+        ...
+
+
+@dataclass
+class BuildContext:
+    emit: Callable[[Event], object]
+    metrics: Metrics
+    http: HttpClient
+    stack: AsyncExitStack
+
+
+@dataclass
+class Plugged:
+    sources: list[Source] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    # (guard, the name of the guard it goes before)
+    guards: list[tuple[Guard, str]] = field(default_factory=list)
+
+
+class Integration(ABC):
+    name: ClassVar[str]
+    # The rule `source:` values this integration's sources produce.
+    event_sources: ClassVar[tuple[str, ...]] = ()
+    # The action names it provides (parameter models live in daemon/actions/params.py).
+    action_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def enabled(self) -> tuple[bool, str]:
+        """Whether it is on here, and a sentence saying why (logged at start)."""
+
+    @abstractmethod
+    def build(self, ctx: BuildContext) -> Plugged:
+        """Sources, actions and guards; register what must be closed on ctx.stack."""
