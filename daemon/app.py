@@ -22,12 +22,12 @@ from daemon.bus import Bus
 from daemon.clients.http import HttpClient
 from daemon.core.rules import Rule
 from daemon.engine.evaluator import Evaluator
-from daemon.engine.lint import Available, lint
+from daemon.engine.lint import lint
 from daemon.engine.rule_status import RuleStatus
 from daemon.engine.ruleset import RuleSet, load_ruleset
 from daemon.http.server import build_app, serve
 from daemon.integrations.base import BuildContext, Integration, Source
-from daemon.integrations.registry import INTEGRATIONS
+from daemon.integrations.registry import INTEGRATIONS, available
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.telemetry.metrics import Metrics
@@ -100,13 +100,6 @@ class Daemon:
                 self.executor.insert_guard(guard, before)
         self.executor.actions = dict(self.actions)
 
-    @property
-    def available_sources(self) -> frozenset[str]:
-        """The rule `source:` values some enabled integration produces here."""
-        return frozenset(name for cls in INTEGRATIONS
-                         if self.integrations.get(cls.name, (False, ""))[0]
-                         for name in cls.event_sources)
-
     # -- what the HTTP layer reads ---------------------------------------------------------
 
     def readiness(self) -> dict[str, Any]:
@@ -152,9 +145,7 @@ class Daemon:
             return False
         self.ruleset = ruleset
         self.evaluator.swap(ruleset)
-        warnings = lint(ruleset, Available(
-            sources=frozenset(source.name for source in self.sources),
-            actions=frozenset(self.actions), webhook_url=self.settings.notify.webhook_url))
+        warnings = lint(ruleset, available(self.settings))
         for warning in warnings:
             log.warning("%s", warning)
         self.rule_status.succeeded(len(ruleset.rules), warnings)

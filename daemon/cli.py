@@ -95,16 +95,12 @@ def _check(args: argparse.Namespace) -> int:
     # Not daemon.app: checking builds no clients, and works where the daemon's
     # integrations would not start.
     from daemon.actions.params import ACTIONS
-    from daemon.engine.lint import Available, lint
+    from daemon.engine.lint import lint
     from daemon.engine.ruleset import compile_rules
+    from daemon.integrations.registry import available
 
     ruleset, errors = compile_rules(args.rule_paths or settings.rules.paths, ACTIONS)
-    # Only Docker can be switched on today; notifications are always there.
-    sources = {"docker"} if settings.docker.is_enabled() else set()
-    warnings = lint(ruleset, Available(
-        sources=frozenset(sources),
-        actions=frozenset(n for n in ACTIONS if n.partition(".")[0] in {"notify", *sources}),
-        webhook_url=settings.notify.webhook_url))
+    warnings = lint(ruleset, available(settings))
     problems: list[object] = [*errors, *warnings]
     for problem in sorted(problems, key=_position):
         print(problem)

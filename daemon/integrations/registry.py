@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from daemon.engine.lint import Available
 from daemon.integrations.base import Integration
 from daemon.integrations.docker import DockerIntegration
 from daemon.integrations.notify import NotifyIntegration
+from daemon.settings import Settings
 
 INTEGRATIONS: tuple[type[Integration], ...] = (NotifyIntegration, DockerIntegration)
+
+
+def available(settings: Settings) -> Available:
+    """What the rules can count on here: the sources and actions of enabled integrations.
+
+    `remedyd check` and the daemon both ask this, so they cannot disagree.
+    """
+    sources: set[str] = set()
+    actions: set[str] = set()
+    for cls in INTEGRATIONS:
+        integration = cls(settings)
+        if integration.enabled()[0]:
+            sources.update(cls.event_sources)
+            actions.update(cls.action_names)
+    return Available(sources=frozenset(sources), actions=frozenset(actions),
+                     webhook_url=settings.notify.webhook_url)
