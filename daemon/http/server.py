@@ -1,14 +1,33 @@
-"""The daemon's HTTP face: metrics, liveness, readiness and a small read-only API."""
+"""The daemon's HTTP face: metrics, liveness, readiness and a small read-only API.
+
+No input gives a 5xx: a bad parameter is a 400, an unknown path a 404 and a wrong
+method a 405, each with a small JSON body; a 500 means a bug in remedyd.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import errno
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from daemon.core.errors import RemedydError
+from daemon.http.openapi import MAX_AUDIT_LIMIT, SPEC
+from daemon.http.requestlog import ServerLog
 from daemon.telemetry.metrics import Metrics
+
+log = logging.getLogger("remedyd.http")
+
+DEFAULT_AUDIT_LIMIT = 100
+_SHOWN = 40  # characters of a bad parameter quoted back in an error
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SERVER_LOG = web.AppKey("server_log", ServerLog)
 
 
 class DaemonView(Protocol):
@@ -19,11 +38,59 @@ class DaemonView(Protocol):
     def audit_tail(self, limit: int) -> list[dict[str, Any]]: ...
 
 
-MAX_AUDIT_LIMIT = 1000
+class ListenError(RemedydError):
+    """The listen address cannot be bound; the message says which and why."""
+
+
+def _error(status: int, message: str, **details: Any) -> web.Response:
+    return web.json_response({"error": message, **details}, status=status)
+
+
+def audit_limit(request: web.Request) -> int | web.Response:
+    """`limit` as an int in 1..MAX_AUDIT_LIMIT, or the 400 that says what is wrong."""
+    given = request.query.getall("limit", [])
+    if len(given) > 1:
+        return _error(400, f"limit given {len(given)} times; give it once")
+    raw = given[0] if given else str(DEFAULT_AUDIT_LIMIT)
+    # ASCII only: str.isdigit() also accepts '²', which int() refuses, and int() on
+    # thousands of digits raises; both were 500s.
+    if raw.isascii() and raw.isdigit() and len(raw.lstrip("0")) <= len(str(MAX_AUDIT_LIMIT)):
+        value = int(raw)
+        if 1 <= value <= MAX_AUDIT_LIMIT:
+            return value
+    shown = raw if len(raw) <= _SHOWN else raw[:_SHOWN] + "..."
+    return _error(400, f"limit must be an integer from 1 to {MAX_AUDIT_LIMIT}, got {shown!r}")
 
 
 def build_app(daemon: DaemonView, metrics: Metrics) -> web.Application:
-    app = web.Application()
+    server_log = ServerLog(log)
+
+    @web.middleware
+    async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return _error(404, "not found", path=request.path)
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = sorted(exc.allowed_methods)
+            response = _error(405, "method not allowed", method=request.method,
+                              allowed=allowed)
+            response.headers["Allow"] = ",".join(allowed)
+            return response
+        except web.HTTPException:
+            raise
+        except Exception:
+            server_log.bugs.log(logging.ERROR, "bug answering %s %s", request.method,
+                                request.path, exc_info=True)
+            return _error(500, "internal error (a bug in remedyd; the log has details)")
+
+    app = web.Application(middlewares=[json_errors])
+    app[_SERVER_LOG] = server_log
+
+    async def close_log(app: web.Application) -> None:
+        server_log.close()
+
+    app.on_cleanup.append(close_log)
 
     async def metrics_handler(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
@@ -40,25 +107,42 @@ def build_app(daemon: DaemonView, metrics: Metrics) -> web.Application:
         return web.json_response({"rules": daemon.rules_view()})
 
     async def audit(request: web.Request) -> web.Response:
-        raw = request.query.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT_LIMIT:
-            return web.json_response(
-                {"error": f"limit must be an integer from 1 to {MAX_AUDIT_LIMIT}, got {raw!r}"},
-                status=400)
-        return web.json_response({"records": daemon.audit_tail(int(raw))})
+        limit = audit_limit(request)
+        if isinstance(limit, web.Response):
+            return limit
+        return web.json_response({"records": daemon.audit_tail(limit)})
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(SPEC)
 
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/rules", rules)
     app.router.add_get("/api/v1/audit", audit)
+    app.router.add_get("/api/v1/openapi.json", openapi)
     return app
 
 
 async def serve(app: web.Application, host: str, port: int) -> Callable[[], Any]:
-    """Start listening; return the coroutine function that stops the server."""
-    runner = web.AppRunner(app, access_log=None)
+    """Start listening; return the coroutine function that stops the server.
+
+    Raises ListenError when the address cannot be bound.
+    """
+    runner = web.AppRunner(app, access_log=None, logger=app[_SERVER_LOG])
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ListenError(f"cannot listen on {shown}: {_reason(exc)}") from None
     return runner.cleanup
+
+
+def _reason(exc: OSError) -> str:
+    # asyncio's message repeats the address; the errno's own text is what is wrong.
+    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno not in errno.errorcode:
+        return exc.strerror or str(exc)
+    return os.strerror(exc.errno)
