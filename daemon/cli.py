@@ -75,12 +75,18 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log.level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from daemon.app import Daemon
+    from daemon.http.server import ListenError
 
     async def runner() -> int:
         return await Daemon(settings).run()
 
     try:
         return asyncio.run(runner())
+    except ListenError as exc:
+        # The address is valid but not usable here: still the configuration's fault.
+        print(f"config error: {settings.origin('server.listen')}: server.listen: {exc}",
+              file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         logging.getLogger("remedyd").error("cannot start: %s", exc)
         return EXIT_PROBLEMS

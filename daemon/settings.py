@@ -6,16 +6,24 @@ names the key and where it came from (the file or the variable).
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from daemon.core.durations import Duration
 from daemon.core.errors import ConfigError
+from daemon.core.validation import describe, error_path
 
 ENV_PREFIX = "REMEDYD_"
 
@@ -114,6 +122,12 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    # The file the settings were read from, for messages about a key found wrong later.
+    _where: str = PrivateAttr(default="defaults")
+
+    def origin(self, key: str) -> str:
+        """Where the dotted `key` came from: its environment variable, the file or defaults."""
+        return _origin(key.split("."), self._where)
 
     @classmethod
     def settings_customise_sources(
@@ -139,19 +153,81 @@ def load_settings(path: Path | None) -> Settings:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    problems = _variable_problems()
+    if problems:
+        raise ConfigError("\n".join(problems))
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(error, where) for error in exc.errors())) from None
+        raise ConfigError("\n".join(
+            f"{_origin(error_path(error), where)}: "
+            f"{describe(error, show_input=True, name_unknown_keys=True)}"
+            for error in exc.errors())) from None
+    except SettingsError as exc:
+        # Whatever the check above did not foresee still names the environment.
+        raise ConfigError(f"environment ({ENV_PREFIX}*): {exc}") from None
+    settings._where = where
+    return settings
 
 
-def _describe(error: Any, where: str) -> str:
-    loc = [str(p) for p in error["loc"]]
-    key = ".".join(loc)
-    env_name = ENV_PREFIX + "__".join(loc).upper()
-    origin = f"environment variable {env_name}" if env_name in os.environ else where
-    if error["type"] == "extra_forbidden":
-        return f"{origin}: unknown key {key!r}"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    shown = repr(error.get("input"))
-    return f"{origin}: {key}: {message}" + ("" if shown in message else f" (got {shown})")
+def _variables() -> dict[str, str]:
+    """REMEDYD_* variables by upper-case name -> the name as spelled in the environment.
+
+    pydantic-settings matches names case-insensitively, so messages must too.
+    """
+    return {name.upper(): name for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+
+
+def _origin(parts: Sequence[str], where: str) -> str:
+    """The variable that set this key (or a group holding it, or a key below it), else the file."""
+    variables = _variables()
+    wanted = ENV_PREFIX + "__".join(parts).upper()
+    for depth in range(len(parts), 0, -1):
+        name = variables.get(ENV_PREFIX + "__".join(parts[:depth]).upper())
+        if name is not None:
+            return f"environment variable {name}"
+    below = sorted(name for upper, name in variables.items() if upper.startswith(wanted + "__"))
+    return f"environment variable {below[0]}" if below else where
+
+
+def _variable_problems() -> list[str]:
+    """Mistakes pydantic-settings would ignore (an unknown group) or raise as a bare error.
+
+    A list or a group must be JSON, as pydantic-settings requires. A comma-separated
+    list is not accepted: a path may contain a comma, and one syntax is easier to
+    document than two.
+    """
+    problems = []
+    for name in sorted(_variables().values()):
+        value = os.environ[name]
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if parts[0] not in Settings.model_fields:
+            problems.append(f"environment variable {name}: unknown key {parts[0]!r}")
+            continue
+        example = _json_example(parts)
+        if example is None:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            problems.append(f"environment variable {name}: {'.'.join(parts)}: expected JSON, "
+                            f"e.g. {name}='{example}' (got {value!r})")
+    return problems
+
+
+def _json_example(parts: Sequence[str]) -> str | None:
+    """How a structured key is written as JSON; None for a scalar or an unknown key."""
+    annotation: Any = Settings
+    for part in parts:
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        field = annotation.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        first = next(iter(annotation.model_fields), "key")
+        return f'{{"{first}": ...}}'
+    if get_origin(annotation) is list:
+        return '["a", "b"]'
+    return None

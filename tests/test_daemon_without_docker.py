@@ -107,8 +107,9 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         result = subprocess.run([sys.executable, "-m", "daemon", "run", "--config",
                                  str(second.config)], capture_output=True, text=True,
                                 timeout=30, cwd=second.workdir)
-        assert result.returncode == 1
-        assert "cannot start" in result.stderr and f"{first.port}" in result.stderr
+        assert result.returncode == 2
+        assert (f"config error: {second.config}: server.listen: cannot listen on "
+                f"127.0.0.1:{first.port}: Address already in use") in result.stderr
         assert first.ready()
     finally:
         first.stop()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from daemon.core.durations import Duration
 from daemon.core.errors import RuleError
+from daemon.core.validation import describe_all
 
 SOURCES = ("docker", "kubernetes", "kpi", "probe", "webhook")
 # The event kinds each source emits (the Docker source asks the engine for container
@@ -193,9 +194,4 @@ def _rule_lines(node: yaml.Node | None) -> list[int]:
 
 
 def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{loc}: {message}" if loc else message)
-    return "; ".join(problems)
+    return "; ".join(describe_all(exc))

@@ -18,6 +18,7 @@ from daemon.core.conditions import (
 )
 from daemon.core.errors import RuleError
 from daemon.core.rules import SOURCE_KINDS, ActionSpec, LoadedRule, Rule, discover, load_file
+from daemon.core.validation import describe_all
 
 
 class ActionTraits(Protocol):
@@ -108,9 +109,7 @@ def check_actions(specs: Iterable[ActionSpec], catalog: ParamModels, where: str)
         try:
             model.model_validate(spec.params)
         except ValidationError as exc:
-            details = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
-            )
+            details = "; ".join(describe_all(exc, empty_key="params"))
             raise ValueError(f"{where}: {spec.name}: {details}") from None
 
 
