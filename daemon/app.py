@@ -194,7 +194,7 @@ class Daemon:
             log.info("restored cooldowns and budgets from %d audited decision(s)", restored)
 
     def _guard_horizon(self) -> float:
-        windows = [self.settings.safety.max_actions_per]
+        windows = [self.settings.safety.max_actions_per, self.settings.notify.max_notifications_per]
         for compiled in self.ruleset.rules:
             windows.append(compiled.rule.cooldown)
             if compiled.rule.budget is not None:
@@ -218,6 +218,8 @@ class Daemon:
         while True:
             await asyncio.sleep(AUDIT_RETRY_INTERVAL)
             self.executor.audit_gate.try_recover()
+            # Guard state of targets no window can see any more goes, so memory stays flat.
+            self.executor.book.sweep(self.executor.clock(), self._guard_horizon())
             self.metrics.audit_last_seq.set(self.audit.last_seq)
             if self.audit.checkpoint_error:
                 log.error("audit checkpoint: %s", self.audit.checkpoint_error)

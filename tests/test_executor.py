@@ -309,3 +309,17 @@ async def test_restore_does_not_count_notifications_against_budgets(tmp_path: Pa
     [decision] = decide(ruleset, "health_status: unhealthy")
     await second.handle(decision)
     assert len(fix.runs) == 1
+
+
+def test_guard_state_of_targets_no_window_sees_is_forgotten() -> None:
+    book = GuardBook(None, 3600)
+    for n in range(10_000):  # a week of pods that came and went, each acted on once
+        book.mark_acted("heal", f"pod-{n}", float(n))
+        book.spend("heal", f"pod-{n}", float(n), (3, 3600.0), None)
+    assert book.size() == 20_000
+    book.sweep(now=10_000.0 + 3600, longest=3600)
+    assert book.size() == 0
+    # Still-open windows survive the sweep.
+    book.mark_acted("heal", "pod-live", 20_000.0)
+    book.sweep(now=20_010.0, longest=3600)
+    assert book.cooldown_left("heal", "pod-live", 120, 20_010.0) == 110
