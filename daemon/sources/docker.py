@@ -1,18 +1,22 @@
-"""Docker engine events -> Events, without gaps across disconnects and slow reads.
+"""Docker engine events -> Events, without losing a transition or emitting one twice.
 
-Three ways to miss an event, three answers:
-- a disconnect or engine restart: resume with `since` = the last event seen, and
-  drop the repeated boundary event;
+Ways to miss an event, and the answers:
+- a disconnect or engine restart: replay from the last event seen (`since`/`until`),
+  then follow from there, dropping the repeated boundary event;
 - more than 256 events in the gap (the engine keeps no more): the replay no longer
-  starts with the boundary event; that is a gap, and the state listing taken on
-  every (re)connect covers it;
-- the engine skips a listener that lags by 100 ms without saying so: a periodic
-  listing catches health states the stream never delivered.
+  starts with the boundary event. That is a gap; the listing that follows makes up the
+  missed deaths, OOM kills and starts from each container's state (docker_ledger);
+- the engine skips a listener that lags by 100 ms without saying so: every
+  `reconcile_interval` a bounded replay of the engine's buffer is compared with what
+  arrived, and a listing compares health and state with what the events said.
+A made-up or replayed transition is emitted once, and not again when its real event
+turns up later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -20,9 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.aio import Backoff
-from daemon.clients.docker import CONNECTION_ERRORS, DockerClient
+from daemon.clients.docker import CONNECTION_ERRORS, DockerClient, rfc3339_to_ns
 from daemon.core.errors import SourceError
-from daemon.core.events import Event, Ref
+from daemon.core.events import Event, JSONValue, Ref
+from daemon.sources.docker_ledger import ContainerState, Ledger, Missed
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd.source.docker")
@@ -30,6 +35,10 @@ log = logging.getLogger("remedyd.source.docker")
 SOURCE = "docker"
 # Event types remedyd has rules for; the engine filters the rest server-side.
 EVENT_FILTERS = {"type": ["container"]}
+# An event older than this that has not arrived is not on its way: dockerd hands an event
+# to each listener within 100 ms or skips it.
+SETTLE_NS = 1_000_000_000
+TRANSITIONS = ("start", "die", "oom")
 
 
 def event_key(raw: dict[str, Any]) -> str:
@@ -70,12 +79,48 @@ def health_of(container: dict[str, Any]) -> str | None:
     return None
 
 
+def container_state(inspected: dict[str, Any]) -> ContainerState:
+    """The parts of `docker inspect` that tell which transitions happened."""
+    current = inspected.get("State") or {}
+    return ContainerState(
+        created_ns=_ns(inspected.get("Created")),
+        started_ns=_ns(current.get("StartedAt")),
+        finished_ns=_ns(current.get("FinishedAt")),
+        restart_count=_int(inspected.get("RestartCount")),
+        running=bool(current.get("Running")),
+        restarting=bool(current.get("Restarting")),
+        oom_killed=bool(current.get("OOMKilled")),
+        exit_code=_int(current.get("ExitCode")),
+    )
+
+
+def _ns(text: Any) -> int:
+    """A Docker timestamp in ns; 0 when unset (Docker's zero time is year 1) or unreadable."""
+    if not isinstance(text, str) or not text or text.startswith("0001-"):
+        return 0
+    try:
+        return max(rfc3339_to_ns(text), 0)
+    except ValueError:
+        return 0
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 class _Seen:
     """The keys of recent events, to drop the ones a replay delivers twice."""
 
-    def __init__(self, size: int = 1024) -> None:
+    # More than a replay window holds: the engine keeps 256 events of every type.
+    def __init__(self, size: int = 4096) -> None:
         self._keys: OrderedDict[str, None] = OrderedDict()
         self._size = size
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
 
     def add(self, key: str) -> bool:
         if key in self._keys:
@@ -99,7 +144,11 @@ class DockerSource:
         self._backoff = backoff or Backoff(0.5, 30.0)
         self._clock = clock
         self._seen = _Seen()
-        self._last: tuple[int, str] | None = None  # (timeNano, key) of the last event seen
+        self._last: tuple[int, str] | None = None  # (timeNano, key) of the newest event seen
+        # Up to where the engine's buffer was compared with what arrived (timeNano, key).
+        self._checkpoint: tuple[int, str | None] | None = None
+        self._ledger = Ledger()
+        self._catching_up = asyncio.Lock()  # one replay/listing at a time
         self._health: dict[str, str] = {}  # container id -> last known health
         self._snapshot_ns: dict[str, int] = {}  # container id -> when its state was last listed
         self.connected = False
@@ -115,56 +164,85 @@ class DockerSource:
     async def run(self) -> None:
         reconciler = asyncio.create_task(self._reconcile_periodically(), name="docker-reconcile")
         try:
-            first = True
             while True:
                 try:
-                    await self._connect_and_follow(first)
-                    self.last_error = "event stream ended"
+                    await self._connect_and_follow()
+                    self.last_error = f"docker engine at {self.client.peer} ended the event stream"
                 except (*CONNECTION_ERRORS, SourceError, ValueError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
+                was_connected = self.connected
                 self._set_state(connected=False, synced=False)
-                first = False
                 self._metrics.reconnects.labels(SOURCE).inc()
                 delay = self._backoff.next_delay()
-                log.warning("docker engine at %s unavailable (%s); retrying in %.1fs",
-                            self.client.peer, self.last_error, delay)
+                log.warning("docker engine at %s: %s (%s); reconnecting in %.1fs",
+                            self.client.peer,
+                            "event stream lost" if was_connected else "unavailable",
+                            self.last_error, delay)
                 await asyncio.sleep(delay)
         finally:
             reconciler.cancel()
             await asyncio.gather(reconciler, return_exceptions=True)
 
-    async def _connect_and_follow(self, first: bool) -> None:
-        since_ns = self._last[0] if self._last else await self.client.system_time_ns()
+    async def _connect_and_follow(self) -> None:
+        engine_now = await self.client.system_time_ns()
         self._set_state(connected=True, synced=False)
-        await self.reconcile()
+        async with self._catching_up:
+            if self._checkpoint is None:
+                self._ledger.watching_since_ns = engine_now
+                self._checkpoint = (engine_now, None)
+            else:
+                log.info("reconnected to docker engine at %s; replaying since %d",
+                         self.client.peer, self._checkpoint[0])
+                await self._replay(engine_now)
+            await self.reconcile(engine_now)
         self._set_state(connected=True, synced=True)
         self._backoff.reset()
-        if not first:
-            log.info("reconnected to docker engine at %s; replaying since %d",
-                     self.client.peer, since_ns)
-        boundary = self._last[1] if self._last else None
+        since_ns, boundary = self._last if self._last else (engine_now, None)
         checking_gap = boundary is not None
-        async for raw in self.client.events(since_ns, EVENT_FILTERS):
-            key = event_key(raw)
-            if checking_gap:
-                checking_gap = False
-                if key != boundary:
-                    # The engine no longer holds the last event we saw: the events
-                    # between are gone. The listing above already caught the state up.
-                    self._metrics.gaps.labels(SOURCE).inc()
-                    log.warning("docker event gap: replay since %d did not start with the "
-                                "last event seen; state was reconciled from a listing", since_ns)
-            self._handle(raw, key)
+        async with contextlib.aclosing(self.client.events(since_ns, EVENT_FILTERS)) as stream:
+            async for raw in stream:
+                key = event_key(raw)
+                if checking_gap:
+                    checking_gap = False
+                    if key != boundary:
+                        self._gap("overflow", "the stream since %d did not start with the last "
+                                  "event seen; the next listing makes up what it shows", since_ns)
+                self._handle(raw, key)
 
-    def _handle(self, raw: dict[str, Any], key: str) -> None:
+    async def _replay(self, until_ns: int) -> None:
+        """Compare the engine's buffer up to `until_ns` with what arrived; handle what did not."""
+        if self._checkpoint is None or until_ns <= self._checkpoint[0]:
+            return
+        since_ns, boundary = self._checkpoint
+        events = await self.client.replay(since_ns, until_ns, EVENT_FILTERS)
+        if boundary is not None and (not events or event_key(events[0]) != boundary):
+            self._gap("overflow", "the engine no longer holds the events since %d; the listing "
+                      "makes up what it shows", since_ns)
+        missed = [(raw, key) for raw in events if (key := event_key(raw)) not in self._seen]
+        for raw, key in missed:
+            self._handle(raw, key, recovered_via="replay")
+        if missed:
+            self._gap("skipped", "%d event(s) since %d never arrived on the stream; handled "
+                      "them from the engine's replay", len(missed), since_ns)
+        if events:
+            self._checkpoint = (int(events[-1].get("timeNano") or since_ns), event_key(events[-1]))
+
+    def _gap(self, reason: str, message: str, *args: object) -> None:
+        self._metrics.gaps.labels(SOURCE, reason).inc()
+        log.warning("docker event gap at %s (%s): " + message, self.client.peer, reason, *args)
+
+    def _handle(self, raw: dict[str, Any], key: str, recovered_via: str | None = None) -> None:
         time_nano = int(raw.get("timeNano") or 0)
         if not self._seen.add(key):
             return
-        self._last = (time_nano, key)
+        if self._last is None or time_nano >= self._last[0]:
+            self._last = (time_nano, key)
         event = normalise(raw, self._clock())
         if event is None:
             return
         cid = event.subject.id
+        if event.action in TRANSITIONS and not self._ledger.accept(cid, event.action, time_nano):
+            return  # already made up from the container's state
         if event.action == "health_status":
             if time_nano < self._snapshot_ns.get(cid, 0):
                 return  # older than the state we listed since: superseded
@@ -175,38 +253,82 @@ class DockerSource:
         elif event.action == "destroy":
             self._health.pop(cid, None)
             self._snapshot_ns.pop(cid, None)
+            self._ledger.forget(cid)
+        if recovered_via:
+            self._metrics.recovered.labels(SOURCE, recovered_via).inc()
         self._metrics.events.labels(SOURCE, event.kind, event.action).inc()
         self._emit(event)
 
-    async def reconcile(self) -> int:
-        """List containers and emit a health event for each whose health we have not seen."""
+    async def reconcile(self, settled_ns: int | None = None) -> int:
+        """List containers; emit what their state shows and the events did not: health, and
+        deaths, OOM kills and starts up to `settled_ns` (engine clock). Returns how many."""
         self._metrics.reconciles.labels(SOURCE).inc()
         listed_ns = int(self._clock() * 1e9)
         emitted = 0
         for container in await self.client.list_containers():
-            health = health_of(container)
             cid = str(container.get("Id", ""))
-            if health is None or self._health.get(cid) == health:
-                continue
             try:
                 state = await self.client.inspect(cid)
             except CONNECTION_ERRORS as exc:
                 if getattr(exc, "status", None) == 404:
                     continue  # removed since the listing
                 raise
-            current = state.get("State") or {}
-            if not current.get("Running") or current.get("Restarting"):
-                # Mid-restart or stopped: Health still shows the last probe's verdict
-                # from before the stop. The start event that follows resets health.
-                continue
-            health = str((current.get("Health") or {}).get("Status") or health)
-            if self._health.get(cid) == health:
-                continue
-            self._health[cid] = health
-            self._snapshot_ns[cid] = listed_ns
-            self._emit(self._synthetic(container, state, health))
-            emitted += 1
+            if settled_ns is not None:
+                emitted += self._make_up_transitions(cid, state, settled_ns)
+            emitted += self._heal_health(container, state, listed_ns)
         return emitted
+
+    def _make_up_transitions(self, cid: str, state: dict[str, Any], settled_ns: int) -> int:
+        missed = self._ledger.compare(cid, container_state(state), settled_ns)
+        if not missed:
+            return 0
+        name = str(state.get("Name") or cid[:12]).lstrip("/")
+        self._gap("state", "%d transition(s) of container %s (%s) never arrived as events; "
+                  "made up from its state", len(missed), name,
+                  ", ".join(m.action for m in missed))
+        for index, transition in enumerate(missed):
+            if transition.action in ("start", "die"):
+                self._health.pop(cid, None)
+            self._metrics.recovered.labels(SOURCE, "state").inc()
+            self._metrics.events.labels(SOURCE, "container", transition.action).inc()
+            self._emit(self._from_state(cid, name, state, transition, index))
+        return len(missed)
+
+    def _from_state(self, cid: str, name: str, state: dict[str, Any], transition: Missed,
+                    index: int) -> Event:
+        config = state.get("Config") or {}
+        # Docker's own attributes as the strings Docker sends; our additions typed.
+        attributes: dict[str, JSONValue] = {
+            str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
+        attributes.update(name=name, image=str(config.get("Image", "")))
+        if transition.exit_code is not None:
+            attributes["exitCode"] = str(transition.exit_code)
+        attributes["restartCount"] = _int(state.get("RestartCount"))
+        now = self._clock()
+        return Event(
+            source=SOURCE, kind="container", action=transition.action,
+            subject=Ref(source=SOURCE, kind="container", name=name, id=cid),
+            id=f"state:{cid}:{transition.action}:{transition.at_ns}:{index}",
+            occurred_at=transition.at_ns / 1e9 if transition.at_ns else now,
+            observed_at=now, attributes=attributes, object=state, synthetic=True,
+        )
+
+    def _heal_health(self, listed: dict[str, Any], state: dict[str, Any], listed_ns: int) -> int:
+        """Emit a health event when the container's health differs from what the stream said."""
+        cid = str(listed.get("Id", ""))
+        current = state.get("State") or {}
+        health = health_of(listed)
+        if health is None or not current.get("Running") or current.get("Restarting"):
+            # Mid-restart or stopped: Health still shows the last probe's verdict
+            # from before the stop. The start event that follows resets health.
+            return 0
+        health = str((current.get("Health") or {}).get("Status") or health)
+        if self._health.get(cid) == health:
+            return 0
+        self._health[cid] = health
+        self._snapshot_ns[cid] = listed_ns
+        self._emit(self._synthetic(listed, state, health))
+        return 1
 
     def _synthetic(self, listed: dict[str, Any], state: dict[str, Any], health: str) -> Event:
         now = self._clock()
@@ -230,12 +352,16 @@ class DockerSource:
             if not self.synced:
                 continue
             try:
-                found = await self.reconcile()
+                async with self._catching_up:
+                    settled_ns = await self.client.system_time_ns() - SETTLE_NS
+                    await self._replay(settled_ns)
+                    found = await self.reconcile(settled_ns)
                 if found:
-                    log.info("periodic reconcile found %d container(s) whose health the event "
-                             "stream did not deliver", found)
-            except CONNECTION_ERRORS as exc:
-                log.debug("periodic reconcile failed: %s", exc)
+                    log.info("periodic reconcile found %d change(s) the event stream did not "
+                             "deliver", found)
+            except (*CONNECTION_ERRORS, SourceError, ValueError) as exc:
+                log.warning("periodic reconcile with docker engine at %s failed: %s",
+                            self.client.peer, exc)
 
     def _set_state(self, connected: bool, synced: bool) -> None:
         self.connected, self.synced = connected, synced

@@ -63,8 +63,12 @@ class Metrics:
                                   "Times a source lost its peer and reconnected.", ["source"],
                                   registry=r)
         self.gaps = Counter("remedyd_source_gaps_total",
-                            "Event gaps detected after a reconnect (then reconciled).", ["source"],
-                            registry=r)
+                            "Event gaps detected, by why: overflow (the engine no longer held "
+                            "them), skipped (a replay found them), state (a listing showed them).",
+                            ["source", "reason"], registry=r)
+        self.recovered = Counter("remedyd_source_recovered_events_total",
+                                 "Events the stream never delivered, emitted from a replay or "
+                                 "made up from a listing.", ["source", "via"], registry=r)
         self.reconciles = Counter("remedyd_source_reconciles_total",
                                   "Full state listings taken to catch up with missed events.",
                                   ["source"], registry=r)
