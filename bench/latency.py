@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import aiohttp
 from _common import DockerAPI, summary, wall_ns
 from _daemon import Remedyd
 
@@ -334,7 +335,7 @@ async def inject(api: DockerAPI, tracker: Tracker, fault: Fault) -> None:
         fault.healthy_ns = healthy.time_nano
     except TimeoutError:
         fault.error = "timeout"
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, aiohttp.ClientError) as exc:  # dockerd went away, say
         fault.error = str(exc)[:200]
 
 
