@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import ValidationError
-from pydantic_core import ErrorDetails
+
+# pydantic_core.ErrorDetails, read as a mapping: that keeps pydantic_core out of daemon's
+# imports (tests/test_layering.py lists every third-party package daemon uses).
+ErrorDetails = Mapping[str, Any]
 
 
 def error_path(error: ErrorDetails) -> tuple[str, ...]:
