@@ -73,6 +73,7 @@ class Daemon:
         self.supervisor = Supervisor(self.metrics, self._fatal)
         self._stop = asyncio.Event()
         self.draining = False
+        self._announced = False
         self.exit_code = 0
 
     @staticmethod
@@ -288,6 +289,7 @@ class Daemon:
         self._restore_guards()
         await self._close_interrupted()
         self.metrics.audit_last_seq.set(self.audit.last_seq)
+        self._announced = True
         self._lifecycle("started", rules=len(self.ruleset.rules),
                         dry_run=self.settings.safety.dry_run)
         log.info("remedyd %s serving on http://%s/ (dry-run: %s)", __version__,
@@ -324,7 +326,8 @@ class Daemon:
         if cancelled:
             log.warning("cancelled %d action(s) still running at the shutdown deadline",
                         cancelled)
-        self._lifecycle("stopped", cancelled_actions=cancelled)
+        if self._announced:  # a daemon that never started (port taken) says nothing
+            self._lifecycle("stopped", cancelled_actions=cancelled)
         await self._stack.aclose()
         self.audit.close()
         log.info("stopped")
