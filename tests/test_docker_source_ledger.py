@@ -124,3 +124,17 @@ def test_a_manual_start_that_reset_the_restart_count_still_counts_a_death() -> N
     manual = replace(looping(3), restart_count=0, finished_ns=looping(3).started_ns + S,
                      started_ns=looping(3).started_ns + 2 * S)
     assert [m.action for m in book.compare(CID, manual, SETTLED)] == ["die", "start"]
+
+
+def test_a_quick_exit_stamped_before_its_start_is_one_start_and_one_death() -> None:
+    book = ledger()
+    # `true` exits before dockerd stamps StartedAt, let alone logs the start event.
+    ran = state(started_ns=WATCHING_SINCE + 2 * S + 1_000, finished_ns=WATCHING_SINCE + 2 * S,
+                exit_code=0)
+    assert book.accept(CID, "start", ran.started_ns + 2_000)
+    assert book.accept(CID, "die", ran.started_ns + 30_000)
+    assert book.compare(CID, ran, SETTLED) == []
+    other = "d00d"
+    assert [m.action for m in book.compare(other, ran, SETTLED)] == ["die", "start"]
+    assert not book.accept(other, "start", ran.started_ns + 2_000)
+    assert not book.accept(other, "die", ran.started_ns + 30_000)

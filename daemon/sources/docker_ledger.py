@@ -8,8 +8,9 @@ which the real event, should it turn up late (replay, a lagging stream), is reco
 the same transition and dropped.
 
 The windows follow from how dockerd orders a container's life: a `start` event is logged
-after State.StartedAt and before the process can exit; a `die` after State.FinishedAt and
-before the next start; an `oom` during the run that ended in that exit.
+after State.StartedAt; a `die` after State.FinishedAt and before the next start; an `oom`
+after the previous exit and before the next start. StartedAt can be later than
+FinishedAt (a process that exits at once): only State.Running says a start followed.
 
 Pure and synchronous: all times are nanoseconds on the engine's clock.
 """
@@ -127,7 +128,7 @@ class Ledger:
         f, s = state.finished_ns, state.started_ns
         track.restart_count, track.exit_ns, track.start_ns = state.restart_count, f, s
         track.anchor_ns = max([f, s, *(t for _, t in track.real)])
-        if f > s and not any(a == "die" and t >= f for a, t in track.real):
+        if f and not state.running and not any(a == "die" and t >= f for a, t in track.real):
             track.covers.append(_Cover("die", f, None, 1, emit=True))
         track.real.clear()
         return None
@@ -136,13 +137,16 @@ class Ledger:
         f, s = state.finished_ns, state.started_ns
         if f <= track.exit_ns:
             return []
-        next_start = s if s > f else None
-        _close_windows(track, s)
+        # Only a running container has started since its last exit: a process that exits
+        # at once is stamped finished before it is stamped started.
+        next_start = s if state.running and s > f else None
+        if next_start is not None:
+            _close_windows(track, next_start)
         # Deaths after the next start belong to exits this state does not show yet.
         real_dies = [t for a, t in track.real if a == "die" and t > track.anchor_ns
                      and (next_start is None or t < next_start)]
         latest = [t for t in real_dies if t >= f and (next_start is None or t < next_start)]
-        restarted = state.restarting or next_start is not None
+        restarted = state.restarting or state.running
         if state.restart_count >= track.restart_count:
             observed = state.restart_count - track.restart_count + (0 if restarted else 1)
         else:  # a manual start reset the count: at least the deaths since then
@@ -156,11 +160,13 @@ class Ledger:
         if earlier:
             track.covers.append(_Cover("die", track.anchor_ns + 1, f, earlier))
         if state.oom_killed:
-            run_start = s if s < f else track.anchor_ns + 1
-            if not any(a == "oom" and run_start <= t and (next_start is None or t < next_start)
+            # From the previous exit, not StartedAt: a process can be killed for memory
+            # before the engine stamps it started.
+            run_lo = track.anchor_ns + 1
+            if not any(a == "oom" and run_lo <= t and (next_start is None or t < next_start)
                        for a, t in track.real):
                 missed.append(Missed("oom", f))
-                track.covers.append(_Cover("oom", run_start, next_start, _UNLIMITED))
+                track.covers.append(_Cover("oom", run_lo, next_start, _UNLIMITED))
         if not latest and count:
             missed.append(Missed("die", f, state.exit_code))
             track.covers.append(_Cover("die", f, next_start, 1))
@@ -168,13 +174,14 @@ class Ledger:
         return missed
 
     def _start(self, track: _Track, state: ContainerState) -> list[Missed]:
-        s, f = state.started_ns, state.finished_ns
+        s = state.started_ns
         if s <= track.start_ns:
             return []
-        until = f if f > s else None
-        if any(a == "start" and t >= s and (until is None or t < until) for a, t in track.real):
+        # Not bounded by FinishedAt: a process that exits at once can be stamped finished
+        # before its start event is logged. Any start event since StartedAt is this one.
+        if any(a == "start" and t >= s for a, t in track.real):
             return []
-        track.covers.append(_Cover("start", s, until, 1))
+        track.covers.append(_Cover("start", s, None, 1))
         return [Missed("start", s)]
 
 
