@@ -26,7 +26,7 @@ from daemon.engine.lint import lint
 from daemon.engine.rule_status import RuleStatus
 from daemon.engine.ruleset import RuleSet, load_ruleset
 from daemon.http.server import build_app, serve
-from daemon.integrations.base import BuildContext, Integration, Source
+from daemon.integrations.base import BuildContext, Integration, Source, Switch
 from daemon.integrations.registry import INTEGRATIONS, available
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
@@ -57,7 +57,7 @@ class Daemon:
         self._stack = AsyncExitStack()
         self.sources: list[Source] = []
         self.actions: dict[str, Action] = {}
-        self.integrations: dict[str, tuple[bool, str]] = {}
+        self.integrations: dict[str, Switch] = {}
         self.catalog = self.action_catalog(settings)
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
@@ -87,12 +87,10 @@ class Daemon:
         self._stack.push_async_callback(self.http_client.close)
         for cls in INTEGRATIONS:
             integration: Integration = cls(self.settings)
-            on, why = integration.enabled()
-            self.integrations[integration.name] = (on, why)
-            if not on:
-                log.warning("%s", why) if "auto" in why else log.info("%s", why)
+            switch = self.integrations[integration.name] = integration.enabled()
+            log.log(logging.WARNING if switch.surprising else logging.INFO, "%s", switch.why)
+            if not switch.on:
                 continue
-            log.info("%s", why)
             plugged = integration.build(ctx)
             self.sources.extend(plugged.sources)
             for action in plugged.actions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -16,6 +17,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value):  # TOML has nan and inf; no timer can take them
+            raise ValueError(f"duration must be finite: {value!r}")
         if value < 0:
             raise ValueError(f"duration must not be negative: {value!r}")
         return float(value)

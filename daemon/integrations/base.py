@@ -34,6 +34,16 @@ class Source(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """Whether an integration is on here, and the sentence logged at start saying why."""
+
+    on: bool
+    why: str
+    # Off, but the operator probably expected it on ("auto" found nothing): a warning.
+    surprising: bool = False
+
+
 @dataclass
 class BuildContext:
     emit: Callable[[Event], object]
@@ -61,8 +71,8 @@ class Integration(ABC):
         self.settings = settings
 
     @abstractmethod
-    def enabled(self) -> tuple[bool, str]:
-        """Whether it is on here, and a sentence saying why (logged at start)."""
+    def enabled(self) -> Switch:
+        """Whether it is on here, and why."""
 
     @abstractmethod
     def build(self, ctx: BuildContext) -> Plugged:

@@ -3,7 +3,7 @@ only when Docker is on."""
 
 from __future__ import annotations
 
-from daemon.integrations.base import BuildContext, Integration, Plugged
+from daemon.integrations.base import BuildContext, Integration, Plugged, Switch
 
 
 class DockerIntegration(Integration):
@@ -12,14 +12,15 @@ class DockerIntegration(Integration):
     action_names = ("docker.restart", "docker.stop", "docker.kill", "docker.pause",
                     "docker.unpause")
 
-    def enabled(self) -> tuple[bool, str]:
+    def enabled(self) -> Switch:
         docker = self.settings.docker
         if docker.is_enabled():
-            return True, f"docker source on: engine at {docker.resolved_url()}"
+            return Switch(True, f"docker source on: engine at {docker.resolved_url()}")
         if docker.enabled == "auto":
-            return False, ('docker source off: [docker] enabled = "auto" found no DOCKER_HOST '
-                           "and no /var/run/docker.sock; set enabled = true to insist")
-        return False, "docker source off ([docker] enabled = false)"
+            return Switch(False, 'docker source off: [docker] enabled = "auto" found no '
+                          "DOCKER_HOST and no /var/run/docker.sock; set enabled = true to insist",
+                          surprising=True)
+        return Switch(False, "docker source off ([docker] enabled = false)")
 
     def build(self, ctx: BuildContext) -> Plugged:
         from daemon.actions.docker import docker_actions

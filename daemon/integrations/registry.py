@@ -20,7 +20,7 @@ def available(settings: Settings) -> Available:
     actions: set[str] = set()
     for cls in INTEGRATIONS:
         integration = cls(settings)
-        if integration.enabled()[0]:
+        if integration.enabled().on:
             sources.update(cls.event_sources)
             actions.update(cls.action_names)
     return Available(sources=frozenset(sources), actions=frozenset(actions),
