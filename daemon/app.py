@@ -282,6 +282,7 @@ class Daemon:
         stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,
                                 self.settings.server.port)
         self._stack.push_async_callback(stop_http)
+        self.audit.schedule_checkpoints(asyncio.get_running_loop().call_soon)
         self._open_audit()
         self.load_rules()
         self._restore_guards()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,26 @@ def test_torn_line_recovery_still_verifies_with_its_checkpoint(
     code, out, err = run_verify(capsys, str(log_path))
     assert code == 0 and err == ""
     assert "ok: 7 records, chain intact" in out
+
+
+def test_a_scheduled_checkpoint_is_written_once_per_burst_and_on_close(tmp_path: Path) -> None:
+    from daemon.audit.checkpoint import read_checkpoint
+
+    later: list[Callable[[], None]] = []
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.schedule_checkpoints(later.append)
+    log.open()
+    before = read_checkpoint(log.checkpoint_path)
+    for n in range(3):
+        log.append("decision", {"n": n})
+    # The burst is on disk; its checkpoint waits for the caller to yield, once.
+    assert read_checkpoint(log.checkpoint_path) == before
+    assert len(later) == 1
+    later.pop()()
+    stored = read_checkpoint(log.checkpoint_path)
+    assert stored is not None and stored.seq == log.last_seq
+    log.append("decision", {"n": 3})
+    log.close()  # a checkpoint still pending is written on close
+    stored = read_checkpoint(log.checkpoint_path)
+    assert stored is not None and stored.seq == 4
+    assert verify(tmp_path / "audit.jsonl").ok

@@ -147,6 +147,11 @@ class AuditLog:
         self._path = Path(path)
         self._checkpoint = Path(checkpoint) if checkpoint else default_checkpoint_path(self._path)
         self._checkpoint_error: str | None = None
+        # With a scheduler (the event loop's call_soon), the checkpoint is written once the
+        # caller yields, off the path between an intent and its action's request, and once
+        # for every burst of appends; without one, after every append.
+        self._schedule: Callable[[Callable[[], None]], object] | None = None
+        self._checkpoint_pending = False
         # What a failed open() found and repaired but could not record; the next
         # open() writes it, since the repair (a torn line cut away) is not repeated.
         self._pending: tuple[Recovery, dict[str, Any]] | None = None
@@ -491,8 +496,24 @@ class AuditLog:
         self._head_time = record["time"]
         self._healthy = True
         if self._regular:
-            self._save_checkpoint()
+            if self._schedule is None:
+                self._save_checkpoint()
+            elif not self._checkpoint_pending:
+                self._checkpoint_pending = True
+                self._schedule(self.flush_checkpoint)
         return record
+
+    def schedule_checkpoints(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        """Write the checkpoint through `schedule` (e.g. loop.call_soon) instead of inline."""
+        self._schedule = schedule
+
+    def flush_checkpoint(self) -> None:
+        """Write a checkpoint that appends left pending."""
+        with self._lock:
+            if self._checkpoint_pending:
+                self._checkpoint_pending = False
+                if self._fd is not None:
+                    self._save_checkpoint()
 
     def _cut_back(self, fd: int) -> None:
         """Drop a partial write so the next record follows a valid chain."""
@@ -506,6 +527,9 @@ class AuditLog:
 
     def _close_locked(self) -> None:
         if self._fd is not None:
+            if self._checkpoint_pending:
+                self._checkpoint_pending = False
+                self._save_checkpoint()
             fd, self._fd = self._fd, None
             os.close(fd)  # also releases the flock
 
