@@ -1,0 +1,130 @@
+"""Kubernetes objects trimmed to what rules and actions read, as client-go's transform
+functions do before an informer caches them.
+
+A cached Pod costs what its trimmed form costs: managedFields, env, probes, resources
+and the last-applied annotation are most of a Pod's bytes and nothing remedyd decides
+on. A Deployment and a ReplicaSet keep their whole pod template, since a rollback
+sends it back. Strings are interned: ten thousand Pods repeat the same keys and
+mostly the same values ("True", "Running", image names), and json.loads shares keys
+only within one document.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeAlias
+
+# A field spec: None keeps the value whole; a dict keeps only those keys of a mapping
+# (of every mapping, for a list of them), each by its own spec.
+Spec: TypeAlias = "dict[str, Spec] | None"
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+_METADATA: dict[str, Spec] = {
+    "name": None, "namespace": None, "uid": None, "resourceVersion": None,
+    "generation": None, "labels": None, "annotations": None, "ownerReferences": None,
+    "deletionTimestamp": None, "creationTimestamp": None,
+}
+_CONDITIONS: Spec = {"type": None, "status": None, "reason": None, "message": None,
+                     "lastTransitionTime": None}
+_CONTAINER: Spec = {"name": None, "image": None, "securityContext": None}
+_CONTAINER_STATUS: Spec = {"name": None, "image": None, "containerID": None,
+                           "restartCount": None, "state": None, "lastState": None,
+                           "ready": None, "started": None}
+_WORKLOAD_SPEC: dict[str, Spec] = {
+    "replicas": None, "selector": None, "template": None, "paused": None,
+    "minReadySeconds": None, "progressDeadlineSeconds": None,
+}
+_EVENT: dict[str, Spec] = {
+    # core/v1
+    "involvedObject": None, "message": None, "count": None, "firstTimestamp": None,
+    "lastTimestamp": None, "source": None,
+    # events.k8s.io/v1
+    "regarding": None, "note": None, "deprecatedCount": None,
+    "deprecatedFirstTimestamp": None, "deprecatedLastTimestamp": None, "series": None,
+    "reportingController": None,
+    # both
+    "reason": None, "type": None, "eventTime": None, "action": None,
+}
+
+SPECS: dict[str, dict[str, Spec]] = {
+    "Pod": {
+        "spec": {
+            "nodeName": None, "hostNetwork": None, "hostPID": None, "hostIPC": None,
+            "restartPolicy": None, "serviceAccountName": None, "priorityClassName": None,
+            "securityContext": None,
+            "containers": _CONTAINER, "initContainers": _CONTAINER,
+            "volumes": {"name": None, "hostPath": None},
+        },
+        "status": {
+            "phase": None, "reason": None, "message": None, "startTime": None,
+            "conditions": _CONDITIONS,
+            "containerStatuses": _CONTAINER_STATUS, "initContainerStatuses": _CONTAINER_STATUS,
+        },
+    },
+    "ReplicaSet": {"spec": _WORKLOAD_SPEC, "status": None},
+    "Deployment": {"spec": {**_WORKLOAD_SPEC, "strategy": None}, "status": None},
+    "Node": {
+        "spec": {"unschedulable": None, "taints": None},
+        # Not lastHeartbeatTime: it changes every few seconds and tells nothing.
+        "status": {"conditions": _CONDITIONS},
+    },
+    "Event": _EVENT,
+}
+KINDS = frozenset(SPECS)
+
+
+class TrimError(ValueError):
+    """An object that is not a Kubernetes object of a kind remedyd watches."""
+
+
+def trim(obj: Any) -> dict[str, Any]:
+    """The parts of `obj` (a `kubectl get -o json` item) that remedyd keeps."""
+    if not isinstance(obj, dict):
+        raise TrimError(f"expected a Kubernetes object (a JSON object), got {type(obj).__name__}")
+    kind = obj.get("kind")
+    spec = SPECS.get(kind) if isinstance(kind, str) else None
+    metadata = obj.get("metadata")
+    if spec is None:
+        raise TrimError(f"{describe(obj)}: not a watched kind "
+                        f"(watched: {', '.join(sorted(KINDS))})")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not (
+            metadata["name"]):
+        raise TrimError(f"{describe(obj)}: metadata.name missing or not a string")
+    out: dict[str, Any] = {"apiVersion": _intern(obj.get("apiVersion")), "kind": _intern(kind),
+                           "metadata": _pick(metadata, _METADATA)}
+    annotations = out["metadata"].get("annotations")
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        out["metadata"]["annotations"] = {k: v for k, v in annotations.items()
+                                          if k != LAST_APPLIED}
+    for key, sub in spec.items():
+        if key in obj:
+            out[_intern(key)] = _pick(obj[key], sub)
+    return out
+
+
+def describe(obj: Any) -> str:
+    """kind namespace/name of a raw object, for error messages."""
+    if not isinstance(obj, dict):
+        return repr(obj)[:60]
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    name = f"{metadata.get('namespace')}/{metadata.get('name')}" if metadata.get(
+        "namespace") else str(metadata.get("name"))
+    return f"{obj.get('kind', '?')} {name}"
+
+
+def _pick(value: Any, spec: Spec) -> Any:
+    if isinstance(value, dict):
+        if spec is None:
+            return {_intern(k): _pick(v, None) for k, v in value.items()}
+        return {_intern(k): _pick(value[k], sub) for k, sub in spec.items() if k in value}
+    if isinstance(value, list):
+        return [_pick(item, spec) for item in value]
+    return _intern(value)
+
+
+def _intern(value: Any) -> Any:
+    # Long strings (messages, hashes) rarely repeat; interning them only fills the table.
+    return sys.intern(value) if type(value) is str and len(value) <= 64 else value
