@@ -1,0 +1,1 @@
+"""An in-process HTTP server that behaves like kube-apiserver for the kinds remedyd uses."""

@@ -1,0 +1,104 @@
+"""The request log and fault injection tests drive the test bed with."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FaultAction = Literal["status", "drop", "stall", "torn"]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str
+    body: bytes
+    status: int = 0
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def is_watch(self) -> bool:
+        return self.query.get("watch") in ("true", "1")
+
+    @property
+    def mutating(self) -> bool:
+        return self.method in ("POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass
+class Fault:
+    """Applies to the next `count` requests matching method, path regex and watch-ness.
+
+    status: answer `code` with a real Status body (Retry-After for 429).
+    drop:   (watches) send `after_events` events, then abort the connection mid-stream.
+    stall:  (watches) send the headers, then no byte at all until the client gives up.
+    torn:   (watches) send `after_events` events, then half of a JSON line and close.
+    """
+
+    action: FaultAction
+    path: str = ".*"
+    method: str | None = None
+    watch: bool | None = None
+    count: int = 1
+    code: int = 500
+    after_events: int = 0
+    retry_after: int = 1
+    hits: int = 0
+
+    def matches(self, method: str, path: str, is_watch: bool) -> bool:
+        if self.count <= 0:
+            return False
+        if self.method is not None and self.method != method:
+            return False
+        if self.watch is not None and self.watch != is_watch:
+            return False
+        return re.search(self.path, path) is not None
+
+
+@dataclass
+class Faults:
+    pending: list[Fault] = field(default_factory=list)
+
+    def add(self, action: FaultAction, **kwargs: Any) -> Fault:
+        fault = Fault(action, **kwargs)
+        self.pending.append(fault)
+        return fault
+
+    def take(self, method: str, path: str, is_watch: bool) -> Fault | None:
+        for fault in self.pending:
+            if fault.matches(method, path, is_watch):
+                fault.count -= 1
+                fault.hits += 1
+                return fault
+        return None
+
+    def clear(self) -> None:
+        self.pending.clear()
+
+
+@dataclass
+class RequestLog:
+    entries: list[Request] = field(default_factory=list)
+
+    def append(self, request: Request) -> None:
+        self.entries.append(request)
+
+    def find(self, method: str | None = None, path: str | None = None,
+             watch: bool | None = None) -> list[Request]:
+        return [r for r in self.entries
+                if (method is None or r.method == method)
+                and (path is None or re.search(path, r.path))
+                and (watch is None or r.is_watch == watch)]
+
+    def mutations(self) -> list[Request]:
+        return [r for r in self.entries if r.mutating]
+
+    def clear(self) -> None:
+        self.entries.clear()

@@ -1,0 +1,89 @@
+"""Status error bodies shaped exactly like kube-apiserver's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.kube.resources import Kind
+
+REASONS = {
+    400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+    409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid",
+    429: "TooManyRequests", 500: "InternalError", 504: "Timeout",
+}
+
+
+class ApiError(Exception):
+    """Raised by handlers; the server turns it into a Status response."""
+
+    def __init__(self, code: int, message: str, reason: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason or REASONS.get(code, "Unknown")
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return status_body(self.code, self.message, self.reason, self.details)
+
+
+def status_body(code: int, message: str, reason: str,
+                details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "message": message, "reason": reason}
+    if details is not None:
+        body["details"] = details
+    body["code"] = code
+    return body
+
+
+def success_body(code: int = 200, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Success"}
+    if details is not None:
+        body["details"] = details
+    body["code"] = code
+    return body
+
+
+def _details(kind: Kind, name: str) -> dict[str, Any]:
+    details: dict[str, Any] = {"name": name}
+    if kind.group:
+        details["group"] = kind.group
+    details["kind"] = kind.plural
+    return details
+
+
+def not_found(kind: Kind, name: str) -> ApiError:
+    return ApiError(404, f'{kind.qualified} "{name}" not found', "NotFound", _details(kind, name))
+
+
+def already_exists(kind: Kind, name: str) -> ApiError:
+    return ApiError(409, f'{kind.qualified} "{name}" already exists', "AlreadyExists",
+                    _details(kind, name))
+
+
+def conflict(kind: Kind, name: str) -> ApiError:
+    return ApiError(409, f'Operation cannot be fulfilled on {kind.qualified} "{name}": the object '
+                    "has been modified; please apply your changes to the latest version and try "
+                    "again", "Conflict", _details(kind, name))
+
+
+def expired(requested: int, oldest: int) -> ApiError:
+    return ApiError(410, f"too old resource version: {requested} ({oldest})", "Expired")
+
+
+def forbidden(verb: str, kind: Kind, namespace: str | None,
+              user: str = "system:serviceaccount:remedyd:remedyd") -> ApiError:
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    return ApiError(403, f'{kind.qualified} is forbidden: User "{user}" cannot {verb} resource '
+                    f'"{kind.plural}" in API group "{kind.group}" {scope}', "Forbidden",
+                    {"kind": kind.plural} | ({"group": kind.group} if kind.group else {}))
+
+
+def invalid(kind: Kind, name: str, field: str, message: str) -> ApiError:
+    details = _details(kind, name)
+    details["kind"] = kind.kind
+    details["causes"] = [{"reason": "FieldValueInvalid", "message": message, "field": field}]
+    return ApiError(422, f'{kind.kind} "{name}" is invalid: {field}: {message}', "Invalid", details)
