@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.kube.plugin"]
+
 # ==========================================================================
 # Test bed: a real Docker daemon for integration tests
 # ==========================================================================
