@@ -91,7 +91,7 @@ def trim(obj: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not (
             metadata["name"]):
         raise TrimError(f"{describe(obj)}: metadata.name missing or not a string")
-    out: dict[str, Any] = {"apiVersion": _intern(obj.get("apiVersion")), "kind": _intern(kind),
+    out: dict[str, Any] = {"apiVersion": _short(obj.get("apiVersion")), "kind": _short(kind),
                            "metadata": _pick(metadata, _METADATA)}
     annotations = out["metadata"].get("annotations")
     if isinstance(annotations, dict) and LAST_APPLIED in annotations:
@@ -99,7 +99,7 @@ def trim(obj: Any) -> dict[str, Any]:
                                           if k != LAST_APPLIED}
     for key, sub in spec.items():
         if key in obj:
-            out[_intern(key)] = _pick(obj[key], sub)
+            out[key] = _pick(obj[key], sub)
     return out
 
 
@@ -116,15 +116,35 @@ def describe(obj: Any) -> str:
 
 
 def _pick(value: Any, spec: Spec) -> Any:
-    if isinstance(value, dict):
-        if spec is None:
-            return {_intern(k): _pick(v, None) for k, v in value.items()}
-        return {_intern(k): _pick(value[k], sub) for k, sub in spec.items() if k in value}
-    if isinstance(value, list):
+    if spec is None:
+        return _whole(value)
+    if type(value) is dict:
+        # The spec's keys are interned already (literals).
+        return {k: _whole(value[k]) if sub is None else _pick(value[k], sub)
+                for k, sub in spec.items() if k in value}
+    if type(value) is list:
         return [_pick(item, spec) for item in value]
-    return _intern(value)
+    return _whole(value)
 
 
-def _intern(value: Any) -> Any:
+def _whole(value: Any) -> Any:
+    """A copy of `value` with its keys and short strings interned (the hot path: one call
+    per container, not per leaf)."""
+    kind = type(value)
+    if kind is str:
+        return _short(value)
+    if kind is dict:
+        return {_intern(k): (v if type(v) is not str or len(v) > 64 else _intern(v))
+                if type(v) not in _NESTED else _whole(v) for k, v in value.items()}
+    if kind is list:
+        return [_whole(item) for item in value]
+    return value
+
+
+_NESTED = (dict, list)
+_intern = sys.intern
+
+
+def _short(value: Any) -> Any:
     # Long strings (messages, hashes) rarely repeat; interning them only fills the table.
-    return sys.intern(value) if type(value) is str and len(value) <= 64 else value
+    return _intern(value) if type(value) is str and len(value) <= 64 else value
