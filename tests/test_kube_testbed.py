@@ -199,8 +199,7 @@ async def test_kubectl_get_watch_sees_an_update(
                     if len(seen) == 1:
                         # kubectl GETs, prints, then watches from resourceVersion 0: change
                         # the pod once that watch is open, so the change arrives as MODIFIED.
-                        while not kube.bed.log.find("GET", "/pods$", watch=True):
-                            await asyncio.sleep(0.05)
+                        await kube.bed.log.wait_for("GET", "/pods$", watch=True)
                         kube.bed.store.mutate(kube.bed.kind("v1", "pods"), "default", "w",
                                               lambda p: p["metadata"]["labels"].update(
                                                   {"tier": "front"}))
@@ -251,3 +250,268 @@ async def test_kubectl_patch_verbs_remedyd_mirrors(
     assert d["spec"]["replicas"] == 3 and d["spec"]["paused"] is True
     node = kube.bed.store.get(kube.bed.kind("v1", "nodes"), None, "node-9")
     assert node["spec"]["unschedulable"] is True
+
+
+# ============================================================ protocol (HTTP)
+
+PODS_PATH = "/api/v1/namespaces/default/pods"
+
+
+async def test_list_carries_the_shared_resource_version(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("a"))
+    async with http.get(PODS_PATH) as r:
+        first = await r.json()
+    kube.bed.apply({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": "l", "namespace": "default"}, "spec": {}})
+    async with http.get("/apis/coordination.k8s.io/v1/namespaces/default/leases") as r:
+        second = await r.json()
+    assert first["kind"] == "PodList" and "kind" not in first["items"][0]
+    assert int(second["metadata"]["resourceVersion"]) > int(first["metadata"]["resourceVersion"])
+    assert second["items"][0]["metadata"]["resourceVersion"] == second["metadata"][
+        "resourceVersion"]
+
+
+async def test_watch_from_a_version_replays_the_gap_then_follows(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("a"))
+    kube.bed.apply(pod("b"))
+    since = kube.bed.store.rv
+    pods = kube.bed.kind("v1", "pods")
+    kube.bed.store.mutate(pods, "default", "a", lambda p: p["metadata"]["labels"].update(x="1"))
+    kube.bed.store.delete(pods, "default", "b")
+    async with http.get(PODS_PATH, params={"watch": "true",
+                                           "resourceVersion": str(since)}) as r:
+        gap = await read_events(r, 2)
+        kube.bed.apply(pod("c"))
+        live = await read_events(r, 1)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in gap + live] == [
+        ("MODIFIED", "a"), ("DELETED", "b"), ("ADDED", "c")]
+    assert gap[0]["object"]["kind"] == "Pod"
+
+
+async def test_send_initial_events_ends_with_the_marked_bookmark(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("a"))
+    async with http.get(PODS_PATH, params={"watch": "1", "sendInitialEvents": "true",
+                                           "allowWatchBookmarks": "true",
+                                           "resourceVersionMatch": "NotOlderThan"}) as r:
+        events = await read_events(r, 2)
+    assert events[0]["type"] == "ADDED"
+    assert events[1]["type"] == "BOOKMARK"
+    assert events[1]["object"]["metadata"]["annotations"] == {
+        "k8s.io/initial-events-end": "true"}
+
+
+async def test_bookmarks_carry_only_the_resource_version_and_timeout_ends_the_stream(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.watch.bookmark_interval = 0.1
+    rv = str(kube.bed.store.rv)
+    async with http.get(PODS_PATH, params={"watch": "true", "resourceVersion": rv,
+                                           "allowWatchBookmarks": "true",
+                                           "timeoutSeconds": "1"}) as r:
+        async with asyncio.timeout(3):
+            body = await r.read()
+    events = [json.loads(line) for line in body.splitlines()]
+    assert events and {e["type"] for e in events} == {"BOOKMARK"}
+    assert events[0]["object"] == {"kind": "Pod", "apiVersion": "v1", "metadata": {
+        "resourceVersion": rv, "creationTimestamp": None}}
+
+
+async def test_too_old_version_is_an_in_stream_410_or_an_http_410(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("a"))
+    kube.bed.store.compact()
+    params = {"watch": "true", "resourceVersion": "1"}
+    async with http.get(PODS_PATH, params=params) as r:
+        assert r.status == 200
+        body = await r.read()
+    [event] = [json.loads(line) for line in body.splitlines()]
+    assert event["type"] == "ERROR"
+    assert event["object"] == {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                               "status": "Failure", "reason": "Expired", "code": 410,
+                               "message": f"too old resource version: 1 "
+                                          f"({kube.bed.store.rv + 1})"}
+    kube.bed.watch.expired_as_http = True
+    async with http.get(PODS_PATH, params=params) as r:
+        assert r.status == 410
+        assert (await r.json())["reason"] == "Expired"
+
+
+async def test_watch_sees_an_object_leave_its_selector_as_deleted(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("a", {"app": "web"}))
+    rv = str(kube.bed.store.rv)
+    async with http.get(PODS_PATH, params={"watch": "true", "resourceVersion": rv,
+                                           "labelSelector": "app in (web,api)"}) as r:
+        kube.bed.store.mutate(kube.bed.kind("v1", "pods"), "default", "a",
+                              lambda p: p["metadata"]["labels"].update(app="db"))
+        [event] = await read_events(r, 1)
+    assert event["type"] == "DELETED" and event["object"]["metadata"]["labels"]["app"] == "web"
+
+
+async def test_stream_faults_drop_torn_line_and_stall(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("a"))
+    kube.bed.apply(pod("b"))
+    params = {"watch": "true"}
+    kube.bed.faults.add("drop", path="/pods$", watch=True, after_events=1)
+    async with http.get(PODS_PATH, params=params) as r:
+        assert json.loads(await r.content.readline())["type"] == "ADDED"
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.read()
+    kube.bed.faults.add("torn", path="/pods$", watch=True, after_events=1)
+    async with http.get(PODS_PATH, params=params) as r:
+        lines = (await r.read()).splitlines()
+    json.loads(lines[0])
+    with pytest.raises(ValueError):
+        json.loads(lines[1])
+    kube.bed.faults.add("stall", path="/pods$", watch=True)
+    async with http.get(PODS_PATH, params=params) as r:
+        assert r.status == 200
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await r.content.read(1)
+
+
+@pytest.mark.parametrize(("code", "reason"), [(403, "Forbidden"), (429, "TooManyRequests"),
+                                              (500, "InternalError"), (410, "Expired")])
+async def test_status_faults_answer_the_next_n_requests_then_stop(
+        kube: KubeApiServer, http: aiohttp.ClientSession, code: int, reason: str) -> None:
+    kube.bed.faults.add("status", path="/pods$", code=code, count=2)
+    for _ in range(2):
+        async with http.get(PODS_PATH) as r:
+            body = await r.json()
+            assert (r.status, body["kind"], body["reason"], body["code"]) == (
+                code, "Status", reason, code)
+            assert ("Retry-After" in r.headers) == (code == 429)
+    if code == 403:
+        assert body["message"] == ('pods is forbidden: User "system:serviceaccount:remedyd:'
+                                   'remedyd" cannot list resource "pods" in API group "" in the '
+                                   'namespace "default"')
+    async with http.get(PODS_PATH) as r:
+        assert r.status == 200
+
+
+async def test_put_with_a_stale_resource_version_is_a_409_conflict(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    path = "/apis/coordination.k8s.io/v1/namespaces/default/leases"
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "remedyd"}, "spec": {"holderIdentity": "a"}}
+    async with http.post(path, json=lease) as r:
+        assert r.status == 201
+        created = await r.json()
+    mine = dict(created, spec={"holderIdentity": "b"})
+    async with http.put(f"{path}/remedyd", json=mine) as r:
+        assert r.status == 200
+    async with http.put(f"{path}/remedyd", json=dict(created, spec={"holderIdentity": "c"})) as r:
+        assert r.status == 409
+        assert await r.json() == {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": 'Operation cannot be fulfilled on leases.coordination.k8s.io "remedyd": '
+                       "the object has been modified; please apply your changes to the latest "
+                       "version and try again",
+            "reason": "Conflict",
+            "details": {"name": "remedyd", "group": "coordination.k8s.io", "kind": "leases"},
+            "code": 409}
+
+
+async def test_bad_selectors_and_unknown_paths_are_status_errors(
+        http: aiohttp.ClientSession) -> None:
+    async with http.get(PODS_PATH, params={"fieldSelector": "spec.bogus=x"}) as r:
+        assert r.status == 400
+        assert (await r.json())["message"] == "field label not supported: spec.bogus"
+    async with http.get("/apis/apps/v1/namespaces/default/statefulsets") as r:
+        assert r.status == 404 and (await r.json())["reason"] == "NotFound"
+    async with http.post(PODS_PATH, data=b"{nope",
+                         headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400 and (await r.json())["reason"] == "BadRequest"
+
+
+async def test_eviction_deletes_when_the_budget_allows_and_dry_run_changes_nothing(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    for name in ("p1", "p2", "p3"):
+        kube.bed.apply(pod(name, {"app": "web"}))
+    kube.bed.apply({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                    "metadata": {"name": "pdb", "namespace": "default"},
+                    "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": "p1", "namespace": "default"}}
+    rv = kube.bed.store.rv
+    async with http.post(f"{PODS_PATH}/p1/eviction", params={"dryRun": "All"},
+                         json=eviction) as r:
+        assert r.status == 201
+    assert kube.bed.store.rv == rv
+    async with http.get(PODS_PATH, params={"watch": "1", "resourceVersion": str(rv)}) as w:
+        async with http.post(f"{PODS_PATH}/p1/eviction", json=eviction) as r:
+            assert r.status == 201
+            assert (await r.json())["status"] == "Success"
+        [gone] = await read_events(w, 1)
+    assert (gone["type"], gone["object"]["metadata"]["name"]) == ("DELETED", "p1")
+    async with http.post(f"{PODS_PATH}/p2/eviction", json=dict(
+            eviction, metadata={"name": "p2"})) as r:
+        body = await r.json()
+    assert r.status == 429 and "Retry-After" not in r.headers
+    assert body["details"]["causes"] == [{"reason": "DisruptionBudget", "message":
+                                          "The disruption budget pdb needs 2 healthy pods and "
+                                          "has 2 currently"}]
+
+
+async def test_patch_flavours(kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("a", {"app": "web", "old": "x"}))
+    path = f"{PODS_PATH}/a"
+
+    async def patch(ctype: str, body: Any) -> Obj:
+        async with http.patch(path, data=json.dumps(body),
+                              headers={"Content-Type": ctype}) as r:
+            assert r.status == 200, await r.text()
+            return dict(await r.json())
+
+    merged = await patch("application/merge-patch+json",
+                         {"metadata": {"labels": {"old": None, "new": "y"}}})
+    assert merged["metadata"]["labels"] == {"app": "web", "new": "y"}
+    strategic = await patch("application/strategic-merge-patch+json", {
+        "$setElementOrder/containers": [{"name": "app"}, {"name": "side"}],
+        "spec": {"containers": [{"name": "app", "image": "example/app:2"},
+                                {"name": "side", "image": "envoy:1"}]}})
+    assert [(c["name"], c["image"]) for c in strategic["spec"]["containers"]] == [
+        ("app", "example/app:2"), ("side", "envoy:1")]
+    assert strategic["spec"]["containers"][0]["terminationMessagePath"]
+    deleted = await patch("application/strategic-merge-patch+json", {
+        "spec": {"containers": [{"name": "side", "$patch": "delete"}]}})
+    assert [c["name"] for c in deleted["spec"]["containers"]] == ["app"]
+    jp = await patch("application/json-patch+json", [
+        {"op": "add", "path": "/metadata/annotations", "value": {"a/b": "1"}},
+        {"op": "replace", "path": "/metadata/annotations/a~1b", "value": "2"},
+        {"op": "remove", "path": "/metadata/labels/new"}])
+    assert jp["metadata"]["annotations"] == {"a/b": "2"} and "new" not in jp["metadata"][
+        "labels"]
+    async with http.patch(path, data=json.dumps([{"op": "remove", "path": "/spec/nope"}]),
+                          headers={"Content-Type": "application/json-patch+json"}) as r:
+        assert r.status == 422 and (await r.json())["kind"] == "Status"
+    async with http.patch(path, data="{}", headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 415
+
+
+async def test_kubernetes_asyncio_watch_raises_410_for_an_expired_version(
+        kube: KubeApiServer) -> None:
+    kubernetes_asyncio = pytest.importorskip("kubernetes_asyncio")
+    from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
+    from kubernetes_asyncio.client.exceptions import ApiException
+    from kubernetes_asyncio.watch import Watch
+
+    kube.bed.apply(pod("a"))
+    kube.bed.store.compact()
+    config = Configuration(host=kube.url)
+    async with ApiClient(config) as api:
+        core = CoreV1Api(api)
+        listed = await core.list_namespaced_pod("default")
+        assert [p.metadata.name for p in listed.items] == ["a"]
+        assert listed.metadata.resource_version == str(kube.bed.store.rv)
+        with pytest.raises(ApiException) as err:
+            async with asyncio.timeout(5):
+                async for _ in Watch().stream(core.list_namespaced_pod, "default",
+                                              resource_version="1", timeout_seconds=2):
+                    pass
+        assert err.value.status == 410
+    assert kubernetes_asyncio is not None

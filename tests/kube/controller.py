@@ -144,7 +144,7 @@ class Controller:
             selector.setdefault("matchLabels", {})[HASH] = h
             labels = dict((template.get("metadata") or {}).get("labels") or {}) | {HASH: h}
             annotations = copied | bookkeeping | {REVISION: str(max_rev + 1)}
-            rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            rs: Obj = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
                   "metadata": {"name": f"{name}-{h}", "namespace": ns, "labels": labels,
                                "annotations": annotations, "ownerReferences": [_owner_ref(d)]},
                   "spec": {"replicas": replicas, "selector": selector,
@@ -184,7 +184,7 @@ class Controller:
         pods = [p for p in self.store.list(PODS, ns) if _owned_by(p, rs)]
         select = match_labels_selector(rs["spec"].get("selector") or {})
         ready = sum(1 for p in pods if pod_ready(p))
-        status = {"replicas": len(pods), "fullyLabeledReplicas": sum(1 for p in pods
+        status: Obj = {"replicas": len(pods), "fullyLabeledReplicas": sum(1 for p in pods
                                                                      if select(p)),
                   "readyReplicas": ready, "availableReplicas": ready,
                   "observedGeneration": rs["metadata"]["generation"]}

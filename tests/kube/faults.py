@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FaultAction = Literal["status", "drop", "stall", "torn"]
+# Go's strconv.ParseBool, which the apiserver uses for watch=, allowWatchBookmarks= and the like
+# (kubernetes-asyncio sends "True").
+TRUE_VALUES = ("1", "t", "T", "TRUE", "true", "True")
+
+
+def query_flag(query: dict[str, str] | object, name: str) -> bool:
+    get = getattr(query, "get", None)
+    return get is not None and get(name) in TRUE_VALUES
 
 
 @dataclass
@@ -25,7 +34,7 @@ class Request:
 
     @property
     def is_watch(self) -> bool:
-        return self.query.get("watch") in ("true", "1")
+        return query_flag(self.query, "watch")
 
     @property
     def mutating(self) -> bool:
@@ -86,9 +95,22 @@ class Faults:
 @dataclass
 class RequestLog:
     entries: list[Request] = field(default_factory=list)
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def append(self, request: Request) -> None:
         self.entries.append(request)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def wait_for(self, method: str | None = None, path: str | None = None,
+                       watch: bool | None = None, limit: float = 5.0) -> Request:
+        """The first matching request, waiting up to `limit` seconds for it to arrive."""
+        async with asyncio.timeout(limit), self._arrived:
+            await self._arrived.wait_for(lambda: bool(self.find(method, path, watch)))
+        return self.find(method, path, watch)[0]
 
     def find(self, method: str | None = None, path: str | None = None,
              watch: bool | None = None) -> list[Request]:

@@ -50,10 +50,7 @@ def label_selector(text: str) -> Predicate:
         eq = _EQ_RE.match(term)
         if eq:
             key, op, value = eq.groups()
-            if op == "!=":
-                checks.append(lambda o, k=key, v=value: _labels(o).get(k) != v)
-            else:
-                checks.append(lambda o, k=key, v=value: _labels(o).get(k) == v)
+            checks.append(_label_equals(key, value, op != "!="))
             continue
         st = _SET_RE.match(term)
         if not st:
@@ -62,14 +59,9 @@ def label_selector(text: str) -> Predicate:
         neg, key, op, values = st.groups()
         if op:
             allowed = {v.strip() for v in values.split(",") if v.strip()}
-            if op == "in":
-                checks.append(lambda o, k=key, a=allowed: _labels(o).get(k) in a)
-            else:
-                checks.append(lambda o, k=key, a=allowed: _labels(o).get(k) not in a)
-        elif neg:
-            checks.append(lambda o, k=key: k not in _labels(o))
+            checks.append(_label_in(key, allowed, op == "in"))
         else:
-            checks.append(lambda o, k=key: k in _labels(o))
+            checks.append(_label_exists(key, not neg))
     return lambda o: all(c(o) for c in checks)
 
 
@@ -107,11 +99,24 @@ def field_selector(text: str, allowed: tuple[str, ...] | None = None) -> Predica
         path = FIELDS.get(field)
         if path is None or (allowed is not None and field not in allowed):
             raise ApiError(400, f'field label not supported: {field}')
-        if op == "!=":
-            checks.append(lambda o, p=path, v=value: _field(o, p) != v)
-        else:
-            checks.append(lambda o, p=path, v=value: _field(o, p) == v)
+        checks.append(_field_equals(path, value, op != "!="))
     return lambda o: all(c(o) for c in checks)
+
+
+def _label_equals(key: str, value: str, equal: bool) -> Predicate:
+    return lambda o: (_labels(o).get(key) == value) == equal
+
+
+def _label_in(key: str, allowed: set[str], inside: bool) -> Predicate:
+    return lambda o: (_labels(o).get(key) in allowed) == inside
+
+
+def _label_exists(key: str, present: bool) -> Predicate:
+    return lambda o: (key in _labels(o)) == present
+
+
+def _field_equals(path: tuple[str, ...], value: str, equal: bool) -> Predicate:
+    return lambda o: (_field(o, path) == value) == equal
 
 
 def _labels(o: Obj) -> dict[str, str]:

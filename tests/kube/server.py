@@ -150,9 +150,7 @@ class KubeApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         self.bed.closing.set()
@@ -174,7 +172,10 @@ class KubeApiServer:
         return response
 
     def _error(self, exc: ApiError) -> web.Response:
-        headers = {"Retry-After": "1"} if exc.code == 429 else None
+        # Like the real server, only a Status that names retryAfterSeconds gets the header:
+        # client-go silently retries such 429s itself, and a PDB eviction 429 names none.
+        retry = (exc.details or {}).get("retryAfterSeconds")
+        headers = {"Retry-After": str(retry)} if retry else None
         return web.json_response(exc.body(), status=exc.code, headers=headers)
 
     async def _handle(self, request: web.Request, entry: Request,

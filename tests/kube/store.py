@@ -4,6 +4,7 @@ and the fan-out of changes to open watches."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import secrets
 import uuid
@@ -82,7 +83,7 @@ class Store:
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return items
 
-    def changes_since(self, rv: int) -> list[Change]:
+    def changes_since(self, rv: int) -> builtins.list[Change]:
         if rv < self.compacted:
             raise expired(rv, self.compacted + 1)
         return [c for c in self._history if c.rv > rv]

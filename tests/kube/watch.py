@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.kube.faults import Fault, Request
+from tests.kube.faults import Fault, Request, query_flag
 from tests.kube.resources import Kind
 from tests.kube.selectors import Predicate
 from tests.kube.status import ApiError
@@ -61,10 +61,10 @@ async def serve_watch(request: web.Request, store: Store, kind: Kind, match: Pre
                       options: WatchOptions, fault: Fault | None,
                       closing: asyncio.Event, entry: Request) -> web.StreamResponse:
     q = request.query
-    bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+    bookmarks = query_flag(q, "allowWatchBookmarks")
     timeout = float(q.get("timeoutSeconds") or options.default_timeout)
     rv_text = q.get("resourceVersion", "")
-    initial_events = q.get("sendInitialEvents") in ("true", "1")
+    initial_events = query_flag(q, "sendInitialEvents")
 
     # Subscribe and snapshot in one synchronous step: nothing can slip between them.
     watcher = store.subscribe(kind)
