@@ -154,7 +154,8 @@ async def test_kubectl_rollout_undo_sends_the_documented_json_patch(
                                                    ("replace", "/metadata/annotations")]
     assert HASH not in ops[0]["value"]["metadata"]["labels"]
     assert ops[0]["value"]["spec"]["containers"][0]["image"] == "example/web:1.0"
-    assert REVISION not in ops[1]["value"] and ops[1]["value"]["team"] == "payments"
+    # Bookkeeping keys keep the Deployment's values; the rest come from the old ReplicaSet.
+    assert ops[1]["value"][REVISION] == "2" and ops[1]["value"]["team"] == "payments"
     # Kept so remedyd's rollback can be compared with kubectl's byte for byte.
     recorded = {"method": "PATCH", "path": patches[0].path,
                 "content_type": patches[0].content_type, "body": ops}
@@ -167,6 +168,8 @@ async def test_kubectl_rollout_undo_sends_the_documented_json_patch(
     assert sorted(rs) == ["2", "3"]
     assert rs["3"]["metadata"]["annotations"][REVISION_HISTORY] == "1"
     assert rs["3"]["spec"]["replicas"] == 2 and rs["2"]["spec"]["replicas"] == 0
+    d = kube.bed.store.get(kube.bed.kind("apps/v1", "deployments"), "default", "web")
+    assert d["metadata"]["annotations"][REVISION] == "3"
 
 
 async def test_kubectl_get_watch_sees_an_update(

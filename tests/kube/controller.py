@@ -166,6 +166,14 @@ class Controller:
                 rs["spec"]["replicas"] = replicas
 
             self.store.mutate(REPLICASETS, ns, new_rs["metadata"]["name"], adopt)
+        current = next(rs for rs in self._owned_rs(d)
+                       if _strip_hash(rs["spec"]["template"]) == _strip_hash(template))
+        revision = str(_revision(current))
+        if (d["metadata"].get("annotations") or {}).get(REVISION) != revision:
+            # The real controller mirrors the new ReplicaSet's revision onto the Deployment,
+            # and `rollout undo` then carries it in its annotations replace.
+            self.store.mutate(DEPLOYMENTS, ns, name, lambda o: o["metadata"].setdefault(
+                "annotations", {}).__setitem__(REVISION, revision))
         for rs in self._owned_rs(d):
             if _strip_hash(rs["spec"]["template"]) != _strip_hash(template) \
                     and rs["spec"].get("replicas", 0) != 0:
