@@ -518,3 +518,17 @@ async def test_kubernetes_asyncio_watch_raises_410_for_an_expired_version(
                     pass
         assert err.value.status == 410
     assert kubernetes_asyncio is not None
+
+
+async def test_crash_loop_helper_shows_in_pod_replicaset_and_deployment_status(
+        kube: KubeApiServer, kubectl: KubectlRunner) -> None:
+    await rolled_out_twice(kube, kubectl)
+    pods = kube.bed.store.list(kube.bed.kind("v1", "pods"))
+    crashed = kube.bed.controller.crash_loop("default", pods[0]["metadata"]["name"],
+                                             restart_count=4)
+    kube.bed.settle()
+    cs = crashed["status"]["containerStatuses"][0]
+    assert (cs["restartCount"], cs["state"]["waiting"]["reason"]) == (4, "CrashLoopBackOff")
+    d = kube.bed.store.get(kube.bed.kind("apps/v1", "deployments"), "default", "web")
+    assert (d["status"]["readyReplicas"], d["status"]["unavailableReplicas"]) == (1, 1)
+    assert d["status"]["observedGeneration"] == d["metadata"]["generation"]
