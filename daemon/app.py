@@ -36,6 +36,9 @@ log = logging.getLogger("remedyd")
 
 AUDIT_RETRY_INTERVAL = 10.0
 AUDIT_CHECKPOINT_LOG_INTERVAL = 600.0
+# The checkpoint (an fsync'd rename) is written this long after a burst of records, so it
+# never runs between an intent and its action's request; a crash leaves it that far behind.
+CHECKPOINT_DELAY = 0.05
 # How far back the audit log is read on start to restore cooldowns and budgets.
 RESTORE_RECORDS = 20_000
 _RESTORED_KEYS = ("kind", "decision", "rule", "time", "target", "actions")
@@ -282,7 +285,9 @@ class Daemon:
         stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,
                                 self.settings.server.port)
         self._stack.push_async_callback(stop_http)
-        self.audit.schedule_checkpoints(asyncio.get_running_loop().call_soon)
+        loop = asyncio.get_running_loop()
+        self.audit.schedule_checkpoints(
+            lambda write: loop.call_later(CHECKPOINT_DELAY, write))
         self._open_audit()
         self.load_rules()
         self._restore_guards()
