@@ -71,3 +71,9 @@ def test_benchmarks_import_nothing_from_tests(script: Path) -> None:
              for alias in node.names}
     names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {n for n in names if n == "tests" or n.startswith("tests.")}
+
+
+def test_kube_cache_benchmark_reports_memory_and_ingest(tmp_path: Path) -> None:
+    out, _ = run_bench(tmp_path, "kube_cache.py", "--pods", "200", "--replicasets", "20",
+                       "--deployments", "6", "--events", "300", "--runs", "1")
+    assert "per Pod cached" in out and "loads+trim+diff+transitions" in out
