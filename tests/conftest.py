@@ -355,3 +355,31 @@ async def no_leftover_tasks() -> Any:
     for task in leftover:
         task.cancel()
     assert not leftover, f"test left asyncio tasks running: {leftover}"
+
+
+# ==========================================================================
+# A small real filesystem, for a real ENOSPC without filling the machine's disk
+# ==========================================================================
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """tmpfs("64k") -> a freshly mounted tmpfs of that size (skips unless root may mount)."""
+    mounted: list[Path] = []
+    mount = shutil.which("mount")
+
+    def make(size: str) -> Path:
+        if os.geteuid() != 0 or mount is None:
+            pytest.skip("mounting a tmpfs needs root and mount(8)")
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import errno
-import os
-import shutil
-import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,25 +17,9 @@ ENOSPC_MESSAGE = "No space left on device (ENOSPC)"
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+def small_disk(tmpfs: Callable[[str], Path]) -> Path:
     """A 64 kB tmpfs: a real ENOSPC without filling the machine's disk."""
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    where = tmp_path / "disk"
-    where.mkdir()
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+    return tmpfs("64k")
 
 
 def fill(disk: Path) -> Path:

@@ -7,11 +7,10 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from daemon.telemetry.metrics import Metrics
 from tests.conftest import ContainerFactory, docker_cli, docker_inspect
 from tests.harness import DaemonProcess, WebhookSink, wait_for
 from tests.rulekit import docker_event, ruleset
+from tests.test_audit_disk_full import fill
 from tests.test_docker_e2e import HEALTH_FAILS, records_for, restart_rule
 
 HEAL = """
@@ -96,29 +96,8 @@ def test_a_decision_interrupted_by_sigkill_is_closed_on_the_next_start(
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        with contextlib.suppress(OSError):
-            for _ in range(1024):  # 4 MiB at most: the disk is 256 KiB
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
+def small_disk(tmpfs: Callable[[str], Path]) -> Path:
+    return tmpfs("256k")
 
 
 def test_the_audit_log_recovers_by_itself_once_the_disk_has_room(
