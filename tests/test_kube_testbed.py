@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -159,8 +160,9 @@ async def test_kubectl_rollout_undo_sends_the_documented_json_patch(
     # Kept so remedyd's rollback can be compared with kubectl's byte for byte.
     recorded = {"method": "PATCH", "path": patches[0].path,
                 "content_type": patches[0].content_type, "body": ops}
-    if not UNDO_FIXTURE.exists():
+    if os.environ.get("REMEDYD_CAPTURE_FIXTURES"):  # re-capture on purpose, never by accident
         UNDO_FIXTURE.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    assert UNDO_FIXTURE.exists(), f"{UNDO_FIXTURE} is missing: REMEDYD_CAPTURE_FIXTURES=1 writes it"
     assert recorded == json.loads(UNDO_FIXTURE.read_text())
     # The controller reuses the revision-1 ReplicaSet as revision 3, as the real one does.
     rs = {r["metadata"]["annotations"][REVISION]: r
