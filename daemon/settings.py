@@ -71,6 +71,50 @@ class DockerSettings(_Group):
         return bool(self.enabled)
 
 
+KUBE_KINDS = ("pods", "deployments", "replicasets", "events", "nodes")
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class KubernetesSettings(_Group):
+    # "auto": in-cluster service account, else KUBECONFIG / ~/.kube/config, else off.
+    enabled: bool | Literal["auto"] = "auto"
+    # Unset: in-cluster when running in a pod, else KUBECONFIG, else ~/.kube/config.
+    kubeconfig: Path | None = None
+    # Unset: the kubeconfig's current-context.
+    context: str | None = None
+    # Empty: every namespace (cluster-wide list/watch).
+    namespaces: list[str] = Field(default_factory=list)
+    label_selector: str | None = None
+    kinds: list[Literal["pods", "deployments", "replicasets", "events", "nodes"]] = Field(
+        default_factory=lambda: list(KUBE_KINDS), min_length=1)
+    request_timeout: Duration = 10.0
+    # No event or bookmark for this long: the watch is dead even if its socket is not.
+    stall_timeout: Duration = 70.0
+    # `mode` ("cluster" | "node") and `[kubernetes.leader_election]` come next; not yet.
+
+    def resolved_kubeconfig(self) -> Path | None:
+        """The kubeconfig to load; None means in-cluster (or nothing found)."""
+        if self.kubeconfig is not None:
+            return self.kubeconfig
+        if self.in_cluster():
+            return None
+        env = os.environ.get("KUBECONFIG")
+        if env:
+            return Path(env.split(os.pathsep)[0])
+        home = Path.home() / ".kube" / "config"
+        return home if home.exists() else None
+
+    def in_cluster(self) -> bool:
+        return self.kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (
+            IN_CLUSTER_TOKEN.exists())
+
+    def is_enabled(self) -> bool:
+        if self.enabled == "auto":
+            path = self.resolved_kubeconfig()
+            return self.in_cluster() or (path is not None and path.exists())
+        return bool(self.enabled)
+
+
 class AuditSettings(_Group):
     path: Path = Path("var/audit.jsonl")
     fsync: bool = True
@@ -116,6 +160,7 @@ class Settings(BaseSettings):
                                       extra="forbid", nested_model_default_partial_update=True)
     server: ServerSettings = Field(default_factory=ServerSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
