@@ -71,7 +71,8 @@ class DockerSettings(_Group):
         return bool(self.enabled)
 
 
-KUBE_KINDS = ("pods", "deployments", "replicasets", "events", "nodes")
+KubeKind = Literal["pods", "deployments", "replicasets", "events", "nodes"]
+KUBE_KINDS: tuple[KubeKind, ...] = ("pods", "deployments", "replicasets", "events", "nodes")
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
@@ -85,7 +86,7 @@ class KubernetesSettings(_Group):
     # Empty: every namespace (cluster-wide list/watch).
     namespaces: list[str] = Field(default_factory=list)
     label_selector: str | None = None
-    kinds: list[Literal["pods", "deployments", "replicasets", "events", "nodes"]] = Field(
+    kinds: list[KubeKind] = Field(
         default_factory=lambda: list(KUBE_KINDS), min_length=1)
     request_timeout: Duration = 10.0
     # No event or bookmark for this long: the watch is dead even if its socket is not.
