@@ -5,10 +5,12 @@ from __future__ import annotations
 from daemon.engine.lint import Available
 from daemon.integrations.base import Integration
 from daemon.integrations.docker import DockerIntegration
+from daemon.integrations.kubernetes import KubernetesIntegration
 from daemon.integrations.notify import NotifyIntegration
 from daemon.settings import Settings
 
-INTEGRATIONS: tuple[type[Integration], ...] = (NotifyIntegration, DockerIntegration)
+INTEGRATIONS: tuple[type[Integration], ...] = (NotifyIntegration, DockerIntegration,
+                                                 KubernetesIntegration)
 
 
 def available(settings: Settings) -> Available:

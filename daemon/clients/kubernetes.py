@@ -1,0 +1,247 @@
+"""The Kubernetes API as raw JSON: list and watch, nothing decoded into model classes.
+
+kubernetes_asyncio is used for what it does well (loading a kubeconfig or the in-cluster
+service account, auth headers, TLS) and bypassed for the rest: its typed models cost
+far more per object than the watch hot path allows, and its EventsV1Api fails on the
+`eventTime: null` real controllers send. Every failure comes out as one of three
+exceptions the informer tells apart: a Status answer (KubeStatusError), a peer that
+cannot be reached (KubeUnavailable), or a watch stream that broke (KubeStreamBroken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config import load_incluster_config, load_kube_config
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    plural: str
+    group_version: str  # "v1" or "GROUP/VERSION"
+    kind: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None) -> str:
+        base = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
+        if namespace and self.namespaced:
+            return f"{base}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+
+# The `[kubernetes] kinds` names. Events are events.k8s.io/v1 (what controllers write).
+RESOURCES: dict[str, Resource] = {
+    "pods": Resource("pods", "v1", "Pod"),
+    "deployments": Resource("deployments", "apps/v1", "Deployment"),
+    "replicasets": Resource("replicasets", "apps/v1", "ReplicaSet"),
+    "events": Resource("events", "events.k8s.io/v1", "Event"),
+    "nodes": Resource("nodes", "v1", "Node", namespaced=False),
+}
+LIST_PAGE = 500
+
+
+class KubeError(Exception):
+    pass
+
+
+class KubeStatusError(KubeError):
+    """The API server answered with an error Status (HTTP, or an in-stream ERROR event)."""
+
+    def __init__(self, verb: str, resource: str, code: int, reason: str, message: str,
+                 retry_after: float | None = None) -> None:
+        self.verb, self.resource, self.code = verb, resource, code
+        self.reason, self.message, self.retry_after = reason, message, retry_after
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        if self.code == 403:
+            return (f"{self.verb} {self.resource}: forbidden (RBAC: grant list/watch on "
+                    f"{self.resource}): {self.message}")
+        return f"{self.verb} {self.resource}: HTTP {self.code} {self.reason}: {self.message}"
+
+
+class KubeUnavailable(KubeError):
+    """The API server could not be reached or did not answer in time."""
+
+
+class KubeStreamBroken(KubeError):
+    """A watch stream broke mid-way: a torn line, a payload error, or silence (a stall)."""
+
+
+def watch_timeout() -> int:
+    """Seconds a watch asks the server to run for: random 5-10 min, as client-go does."""
+    return random.randint(300, 600)
+
+
+class KubeClient:
+    """Credentials are loaded on first use (the loaders are async; building is not)."""
+
+    def __init__(self, kubeconfig: Path | None, context: str | None,
+                 request_timeout: float) -> None:
+        self._kubeconfig, self._context = kubeconfig, context
+        self._request_timeout = request_timeout
+        self._api: ApiClient | None = None
+        self._lock = asyncio.Lock()
+        self.peer: str = str(kubeconfig) if kubeconfig else "in-cluster"
+
+    async def connect(self) -> ApiClient:
+        async with self._lock:
+            if self._api is None:
+                self._api = ApiClient(await self._load())
+                self.peer = str(self._api.configuration.host)
+            return self._api
+
+    async def _load(self) -> Configuration:
+        config = Configuration()
+        try:
+            if self._kubeconfig is None:
+                load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+            else:
+                await load_kube_config(config_file=str(self._kubeconfig), context=self._context,
+                                       client_configuration=config, persist_config=False)
+        except Exception as exc:  # the loaders raise bare Exceptions and ConfigExceptions
+            where = self._kubeconfig or "in-cluster service account"
+            raise KubeUnavailable(f"[kubernetes] {where}: cannot load credentials: "
+                                  f"{exc}") from None
+        return config
+
+    async def close(self) -> None:
+        if self._api is not None:
+            await self._api.close()
+
+    async def list(self, resource: Resource, namespace: str | None,
+                   label_selector: str | None) -> tuple[list[dict[str, Any]], str]:
+        """Every object (all pages) and the list's resourceVersion to watch from."""
+        items: list[dict[str, Any]] = []
+        query: dict[str, str] = {"limit": str(LIST_PAGE)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        while True:
+            timeout = aiohttp.ClientTimeout(total=self._request_timeout)
+            async with self._request("list", resource, namespace, query, timeout) as resp:
+                body = await self._json_body("list", resource, resp)
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise KubeUnavailable(f"list {resource.plural}: not a list: {str(body)[:80]}")
+            items.extend(item for item in body["items"] if isinstance(item, dict))
+            metadata = body.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return items, str(metadata.get("resourceVersion") or "")
+            query["continue"] = token
+
+    async def watch(self, resource: Resource, namespace: str | None,
+                    label_selector: str | None, resource_version: str,
+                    stall: float, timeout_seconds: int | None = None,
+                    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events as decoded JSON objects, until the server ends the watch."""
+        seconds = timeout_seconds or watch_timeout()
+        query = {"watch": "true", "allowWatchBookmarks": "true",
+                 "resourceVersion": resource_version, "timeoutSeconds": str(seconds)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        # The server ends the watch; the margin only catches a server that does not.
+        timeout = aiohttp.ClientTimeout(total=seconds + 30, sock_connect=self._request_timeout)
+        async with self._request("watch", resource, namespace, query, timeout) as resp:
+            if resp.status >= 300:
+                await self._json_body("watch", resource, resp)
+            buffer = b""
+            while True:
+                try:
+                    async with asyncio.timeout(stall):
+                        chunk = await resp.content.readany()
+                except TimeoutError:
+                    raise KubeStreamBroken(f"watch {resource.plural}: no event or bookmark "
+                                           f"for {stall:g}s (stalled)") from None
+                except aiohttp.ClientPayloadError as exc:
+                    raise KubeStreamBroken(f"watch {resource.plural}: {exc}") from None
+                except (aiohttp.ClientError, OSError) as exc:
+                    raise KubeStreamBroken(f"watch {resource.plural}: {exc!r}") from None
+                if not chunk:
+                    if buffer.strip():
+                        raise KubeStreamBroken(f"watch {resource.plural}: stream ended inside "
+                                               f"a JSON line ({len(buffer)} bytes)")
+                    return
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _decode_line(resource, line)
+
+    def _request(self, verb: str, resource: Resource, namespace: str | None,
+                 query: dict[str, str], timeout: aiohttp.ClientTimeout) -> _Response:
+        return _Response(self, verb, resource, resource.path(namespace), query, timeout)
+
+    @staticmethod
+    async def _json_body(verb: str, resource: Resource, resp: aiohttp.ClientResponse) -> Any:
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise KubeUnavailable(f"{verb} {resource.plural}: {exc!r}") from None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if resp.status >= 300:
+            raise status_error(verb, resource.plural, resp.status, body,
+                               resp.headers.get("Retry-After"))
+        if body is None:
+            raise KubeUnavailable(f"{verb} {resource.plural}: HTTP {resp.status}, not JSON")
+        return body
+
+
+def status_error(verb: str, plural: str, code: int, body: Any,
+                 retry_after: str | None = None) -> KubeStatusError:
+    """A Status object (or whatever came instead) as a KubeStatusError."""
+    status = body if isinstance(body, dict) else {}
+    code = int(status.get("code") or code) if str(status.get("code") or code).isdigit() else code
+    try:
+        delay = float(retry_after) if retry_after else None
+    except ValueError:
+        delay = None
+    return KubeStatusError(verb, plural, code, str(status.get("reason") or ""),
+                           str(status.get("message") or str(body)[:200]), delay)
+
+
+def _decode_line(resource: Resource, line: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise KubeStreamBroken(f"watch {resource.plural}: not a JSON line: "
+                               f"{line[:60]!r}") from None
+    if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+        raise KubeStreamBroken(f"watch {resource.plural}: not a watch event: {line[:60]!r}")
+    return event
+
+
+class _Response:
+    """`async with`: a raw aiohttp response, connection failures as KubeUnavailable."""
+
+    def __init__(self, client: KubeClient, verb: str, resource: Resource, path: str,
+                 query: dict[str, str], timeout: aiohttp.ClientTimeout) -> None:
+        self._client, self._verb, self._resource = client, verb, resource
+        self._path, self._query, self._timeout = path, query, timeout
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        api = await self._client.connect()
+        try:
+            self._resp = await api.call_api(
+                self._path, "GET", query_params=list(self._query.items()),
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                _preload_content=False, _request_timeout=self._timeout)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise KubeUnavailable(f"{self._verb} {self._resource.plural}: {exc!r}") from None
+        assert self._resp is not None
+        return self._resp
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._resp is not None:
+            self._resp.release()

@@ -1,0 +1,263 @@
+"""Kubernetes watch streams -> Events, informer style, without losing or repeating one.
+
+One informer per kind, one list-then-watch loop per namespace it covers (one loop for
+all namespaces when none are named):
+- list, and hand the items to the cache (`Cache.replace`): after a gap it yields the
+  missed updates and deletes once, marked synthetic; then watch from the list's
+  resourceVersion, keeping the newest version seen in events and BOOKMARKs;
+- a watch the server ends cleanly, a torn line, a payload error mid-stream or a silent
+  stall: watch again from the kept version (the cache ignores an object seen twice);
+- 410 Gone, as an HTTP status or as an in-stream ERROR event: the version is too old to
+  watch from, so list again;
+- 429: wait (Retry-After, else backoff) and watch again without listing;
+- 403: one error naming the verb and the resource, then slow retries;
+- 5xx, refused connections: backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from daemon.aio import Backoff
+from daemon.clients.kubernetes import (
+    RESOURCES,
+    KubeClient,
+    KubeStatusError,
+    KubeStreamBroken,
+    KubeUnavailable,
+    Resource,
+    status_error,
+)
+from daemon.core.events import Event
+from daemon.kube.cache import Cache, Change
+from daemon.kube.transitions import transitions
+from daemon.kube.trim import TrimError
+from daemon.telemetry.metrics import Metrics
+
+log = logging.getLogger("remedyd.source.kubernetes")
+
+SOURCE = "kubernetes"
+# After a 403 an operator has to change RBAC: retrying faster only fills the server's log.
+FORBIDDEN_RETRY = 30.0
+# A watch that ends this soon with nothing delivered counts as a failure (as in client-go).
+QUICK_CLOSE = 1.0
+
+
+class _Expired(Exception):
+    """The resourceVersion is too old to watch from: list again."""
+
+
+@dataclasses.dataclass
+class _Scope:
+    namespace: str | None
+    listed: bool = False
+    version: str = ""
+    lists: int = 0
+    watches: int = 0
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    stall_timeout: float = 70.0
+    forbidden_retry: float = FORBIDDEN_RETRY
+    # Server-side watch length; None: random 5-10 minutes per watch.
+    watch_timeout: int | None = None
+    backoff_initial: float = 0.8
+    backoff_max: float = 30.0
+
+
+class KubernetesSource:
+    name = SOURCE
+
+    def __init__(self, client: KubeClient, emit: Callable[[Event], object], metrics: Metrics,
+                 kinds: list[str], namespaces: list[str] | None = None,
+                 label_selector: str | None = None, tuning: Tuning | None = None,
+                 cache: Cache | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.cache = cache if cache is not None else Cache()
+        self._emit = emit
+        self._metrics = metrics
+        self._selector = label_selector
+        self._tuning = tuning or Tuning()
+        self._clock = clock
+        self._informers = [
+            _Informer(self, RESOURCES[kind], namespaces or []) for kind in kinds]
+        metrics.source_connected.labels(SOURCE).set(0)
+        metrics.source_synced.labels(SOURCE).set(0)
+
+    @property
+    def synced(self) -> bool:
+        return all(informer.synced for informer in self._informers)
+
+    def status(self) -> dict[str, Any]:
+        return {"synced": self.synced, "peer": self.client.peer,
+                "kinds": {i.resource.plural: i.status() for i in self._informers}}
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for informer in self._informers:
+                for scope in informer.scopes:
+                    group.create_task(informer.run(scope))
+
+    def _publish(self, changes: list[Change]) -> None:
+        now = self._clock()
+        for change in changes:
+            for event in transitions(self.cache, change, now):
+                if event.synthetic:
+                    self._metrics.recovered.labels(SOURCE, "list").inc()
+                self._metrics.events.labels(SOURCE, event.kind, event.action).inc()
+                self._emit(event)
+
+    def _state_changed(self) -> None:
+        connected = all(s.error is None for i in self._informers for s in i.scopes)
+        self._metrics.source_connected.labels(SOURCE).set(int(connected))
+        self._metrics.source_synced.labels(SOURCE).set(int(self.synced))
+
+
+class _Informer:
+    def __init__(self, source: KubernetesSource, resource: Resource,
+                 namespaces: list[str]) -> None:
+        self.source = source
+        self.resource = resource
+        names: list[str | None] = (list(namespaces) if namespaces and resource.namespaced
+                                   else [None])
+        self.scopes = [_Scope(name) for name in names]
+        self._forbidden_logged: set[str] = set()
+
+    @property
+    def synced(self) -> bool:
+        return all(scope.listed for scope in self.scopes)
+
+    def status(self) -> dict[str, Any]:
+        return {"synced": self.synced, "scopes": [
+            {"namespace": s.namespace or "*", "listed": s.listed, "resourceVersion": s.version,
+             "lists": s.lists, "watches": s.watches, "error": s.error} for s in self.scopes]}
+
+    async def run(self, scope: _Scope) -> None:
+        tuning = self.source._tuning
+        backoff = Backoff(tuning.backoff_initial, tuning.backoff_max)
+        relist = True
+        while True:
+            delay = 0.0
+            try:
+                if relist:
+                    await self._list(scope)
+                    relist = False
+                if await self._watch(scope):
+                    backoff.reset()
+                else:
+                    delay = backoff.next_delay()
+                self._ok(scope)
+            except _Expired:
+                log.info("%s: resourceVersion %s expired (410): listing again",
+                         self._what(scope), scope.version)
+                self.source._metrics.gaps.labels(SOURCE, "expired").inc()
+                relist = True
+            except KubeStreamBroken as exc:
+                log.warning("%s: %s; watching again from %s", self._what(scope), exc,
+                            scope.version)
+                self.source._metrics.reconnects.labels(SOURCE).inc()
+                self._fail(scope, str(exc))
+            except KubeStatusError as exc:
+                delay = self._status_delay(scope, exc, backoff)
+                relist = relist or exc.code == 410
+            except KubeUnavailable as exc:
+                delay = backoff.next_delay()
+                log.warning("%s: %s; retrying in %.1fs", self._what(scope), exc, delay)
+                self._fail(scope, str(exc))
+            if delay:
+                await asyncio.sleep(delay)
+
+    def _status_delay(self, scope: _Scope, exc: KubeStatusError, backoff: Backoff) -> float:
+        self._fail(scope, exc.describe())
+        if exc.code == 410:
+            self.source._metrics.gaps.labels(SOURCE, "expired").inc()
+            return 0.0
+        if exc.code == 403:
+            key = f"{exc.verb} {scope.namespace}"
+            if key not in self._forbidden_logged:
+                self._forbidden_logged.add(key)
+                log.error("%s", exc.describe())
+            return self.source._tuning.forbidden_retry
+        delay = backoff.next_delay()
+        if exc.code == 429 and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        log.warning("%s; retrying in %.1fs", exc.describe(), delay)
+        return delay
+
+    async def _list(self, scope: _Scope) -> None:
+        items, version = await self.source.client.list(
+            self.resource, scope.namespace, self.source._selector)
+        kind = self.resource.kind
+        first = not scope.listed
+        if scope.namespace is not None:
+            # The cache replaces a whole kind: keep the other namespaces' objects as they are.
+            items = items + [obj for obj in self.source.cache.objects(kind)
+                             if obj["metadata"].get("namespace") != scope.namespace]
+        try:
+            changes = self.source.cache.replace(kind, items)
+        except TrimError as exc:
+            raise KubeUnavailable(f"list {self.resource.plural}: {exc}") from None
+        if first:
+            # This namespace's first listing: what it shows is state, not news.
+            changes = [dataclasses.replace(c, initial=True, synthetic=False)
+                       if c.old is None else c for c in changes]
+        scope.listed, scope.version = True, version
+        scope.lists += 1
+        self._ok(scope)
+        self.source._publish(changes)
+
+    async def _watch(self, scope: _Scope) -> bool:
+        """Follow one watch to its end; False when it ended at once with nothing in it."""
+        tuning = self.source._tuning
+        started = time.monotonic()
+        delivered = False
+        scope.watches += 1
+        stream = self.source.client.watch(
+            self.resource, scope.namespace, self.source._selector, scope.version,
+            stall=tuning.stall_timeout, timeout_seconds=tuning.watch_timeout)
+        async for event in stream:
+            delivered = True
+            self._handle(scope, event)
+        return delivered or time.monotonic() - started >= QUICK_CLOSE
+
+    def _handle(self, scope: _Scope, event: dict[str, Any]) -> None:
+        kind, obj = event.get("type"), event["object"]
+        if kind == "ERROR":
+            error = status_error("watch", self.resource.plural, 0, obj)
+            if error.code == 410:
+                raise _Expired()
+            raise error
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind != "BOOKMARK":
+            if "kind" not in obj:
+                obj = {**obj, "kind": self.resource.kind}
+            try:
+                change = self.source.cache.apply(str(kind), obj)
+            except (TrimError, KeyError) as exc:
+                log.warning("%s: skipped a %s event: %s", self._what(scope), kind, exc)
+                change = None
+            if change is not None:
+                self.source._publish([change])
+        if isinstance(version, str) and version:
+            scope.version = version
+
+    def _ok(self, scope: _Scope) -> None:
+        if scope.error is not None:
+            scope.error = None
+            self._forbidden_logged.clear()
+        self.source._state_changed()
+
+    def _fail(self, scope: _Scope, error: str) -> None:
+        scope.error = error
+        self.source._state_changed()
+
+    def _what(self, scope: _Scope) -> str:
+        return f"kubernetes {self.resource.plural}" + (
+            f" in {scope.namespace}" if scope.namespace else "")
