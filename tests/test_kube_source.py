@@ -28,7 +28,8 @@ rules:
     when: event.action == "crashloop"
     actions: [notify.webhook: {url: "http://127.0.0.1:9/hook"}]
 """
-FAST = Tuning(stall_timeout=1.0, forbidden_retry=1.0, watch_timeout=30, backoff_initial=0.05,
+# Watches end (cleanly) after 1 s; a stream silent for 1.5 s is stalled.
+FAST = Tuning(stall_timeout=1.5, forbidden_retry=1.0, watch_timeout=1, backoff_initial=0.05,
               backoff_max=0.2)
 
 
@@ -110,3 +111,94 @@ async def test_readyz_waits_until_every_kind_has_listed(kube: KubeApiServer, kub
         await asyncio.to_thread(wait_for, daemon.ready, 20, "/readyz 200")
     finally:
         await asyncio.to_thread(daemon.stop)
+
+
+async def synced_and_watching(kube: KubeApiServer, running: Running, count: int = 1) -> None:
+    await running.until(lambda: running.source.synced and len(watches(kube)) >= count)
+
+
+async def test_resume_after_clean_close_and_after_bookmark(kube: KubeApiServer,
+                                                           running: Running) -> None:
+    kube.bed.apply(pod("a"))
+    await synced_and_watching(kube, running)
+    first = watches(kube)[0].query["resourceVersion"]
+    kube.bed.controller.set_ready("default", "a", False)
+    # The watch ends cleanly after 1 s; the next starts from the version of the last event.
+    await running.until(lambda: len(watches(kube)) >= 2)
+    assert running.actions("a") == ["unready"]
+    event_rv = str(kube.bed.store.rv)
+    assert watches(kube)[1].query["resourceVersion"] == event_rv != first
+    # Another kind moves the shared counter: only a bookmark tells the pods watch about it.
+    kube.bed.watch.bookmark_interval = 0.1
+    kube.bed.add_node("n1")
+    bookmark_rv = str(kube.bed.store.rv)
+    await running.until(lambda: watches(kube)[-1].query["resourceVersion"] == bookmark_rv)
+    assert len(lists(kube)) == 1
+    assert running.actions("a") == ["unready"]
+
+
+@pytest.mark.parametrize("as_http", [False, True], ids=["in-stream", "http"])
+async def test_410_relists_and_a_gap_update_and_delete_are_each_seen_once(
+        kube: KubeApiServer, running: Running, as_http: bool) -> None:
+    kube.bed.apply(pod("stays"))
+    kube.bed.apply(pod("goes"))
+    await synced_and_watching(kube, running)
+    kube.bed.watch.expired_as_http = as_http
+    # While the source is between watches, the history it would resume from is forgotten.
+    kube.bed.faults.add("stall", path=PODS, watch=True, count=1)
+    await running.until(lambda: watches(kube)[-1].query["resourceVersion"] == str(
+        kube.bed.store.rv) and len(watches(kube)) >= 2)
+    kube.bed.controller.set_ready("default", "stays", False)
+    kube.bed.store.delete(kube.bed.kind("v1", "pods"), "default", "goes")
+    kube.bed.store.compact()
+    await running.until(lambda: len(lists(kube)) >= 2, limit=10)
+    await running.until(lambda: "unready" in running.actions("stays"))
+    changes = [e for e in running.events if e.attributes.get("name") == "stays"]
+    assert [e.action for e in changes] == ["unready"] and changes[0].synthetic
+    assert running.source.cache.get("Pod", "default", "goes") is None
+
+
+@pytest.mark.parametrize("fault", ["torn", "drop"])
+async def test_torn_line_or_dropped_stream_rewatches_without_loss(
+        kube: KubeApiServer, running: Running, fault: Any) -> None:
+    kube.bed.apply(pod("a"))
+    await synced_and_watching(kube, running)
+    kube.bed.faults.add(fault, path=PODS, watch=True, after_events=1)
+    await running.until(lambda: len(watches(kube)) >= 3)
+    kube.bed.controller.set_ready("default", "a", False)
+    await running.until(lambda: "unready" in running.actions("a"))
+    kube.bed.controller.set_ready("default", "a", True)
+    kube.bed.controller.crash_loop("default", "a", restart_count=3)
+    await running.until(lambda: "crashloop" in running.actions("a"))
+    # Each once, in order: the re-watch lost nothing and replayed nothing.
+    assert running.actions("a")[:3] == ["unready", "restarted", "crashloop"]
+    assert len(lists(kube)) == 1
+
+
+async def test_a_stalled_watch_is_reconnected(kube: KubeApiServer, running: Running) -> None:
+    await synced_and_watching(kube, running)
+    kube.bed.faults.add("stall", path=PODS, watch=True, count=1)
+    await running.until(lambda: kube.bed.faults.pending[-1].hits == 1)
+    stalled = len(watches(kube))
+    await running.until(lambda: len(watches(kube)) > stalled, limit=4)
+    assert len(lists(kube)) == 1
+
+
+async def test_403_logs_one_clear_error_and_retries_slowly(
+        kube: KubeApiServer, running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    kube.bed.faults.add("status", path=PODS, watch=False, code=403, count=1_000)
+    await kube.bed.log.wait_for("GET", PODS, watch=False)
+    await asyncio.sleep(2.5)  # the window whose request count is bounded
+    assert 2 <= len(lists(kube)) <= 4
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [errors[0]] and errors[0].startswith(
+        "list pods: forbidden (RBAC: grant list/watch on pods)")
+    assert not running.source.synced
+
+
+async def test_429_waits_and_rewatches_without_relisting(kube: KubeApiServer,
+                                                         running: Running) -> None:
+    await synced_and_watching(kube, running)
+    kube.bed.faults.add("status", path=PODS, watch=True, code=429, count=2, retry_after=0)
+    await running.until(lambda: len([w for w in watches(kube) if w.status == 200]) >= 3)
+    assert len(lists(kube)) == 1
