@@ -9,8 +9,7 @@ from pydantic import BaseModel
 
 from daemon.actions.base import Action, Refusal
 from daemon.actions.params import KillParams, NoParams, StopParams
-from daemon.clients.docker import CONNECTION_ERRORS, DockerClient
-from daemon.clients.docker import _rfc3339_to_ns as rfc3339_to_ns
+from daemon.clients.docker import CONNECTION_ERRORS, DockerClient, state_time_ns
 from daemon.core.decisions import Decision
 from daemon.core.errors import TemporaryError
 from daemon.core.events import Event, Ref
@@ -136,9 +135,9 @@ def docker_actions(client: DockerClient) -> list[Action]:
 def container_superseded(event: Event, state: Mapping[str, Any]) -> str | None:
     """Why `state` shows that what `event` reported is over, or None if it still holds."""
     current = state.get("State") or {}
-    started = _docker_time(current.get("StartedAt"))
+    started = state_time_ns(current.get("StartedAt")) / 1e9
     # Docker's timestamps and the event's come from the same engine clock.
-    if started is not None and event.occurred_at and started > event.occurred_at:
+    if started and event.occurred_at and started > event.occurred_at:
         return (f"the container was started again at {current.get('StartedAt')}, after the "
                 f"{event.action} event; it is not the state the event reported")
     reported = event.attributes.get("health")
@@ -146,16 +145,6 @@ def container_superseded(event: Event, state: Mapping[str, Any]) -> str | None:
     if event.action == "health_status" and reported and health and health != reported:
         return f"the event said {reported}, the container is {health} now"
     return None
-
-
-def _docker_time(text: Any) -> float | None:
-    """A Docker timestamp in seconds; None when unset (Docker's zero time is year 1)."""
-    if not isinstance(text, str) or not text or text.startswith("0001-"):
-        return None
-    try:
-        return rfc3339_to_ns(text) / 1e9
-    except ValueError:
-        return None
 
 
 def _policy_will_restart(state: Mapping[str, Any]) -> bool:

@@ -171,4 +171,12 @@ def rfc3339_to_ns(text: str) -> int:
     return int(stamp.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
-_rfc3339_to_ns = rfc3339_to_ns  # the name daemon.actions.docker imports
+def state_time_ns(text: object) -> int:
+    """A timestamp from `docker inspect` in ns; 0 when unset (Docker's zero time is year 1)
+    or unreadable."""
+    if not isinstance(text, str) or not text or text.startswith("0001-"):
+        return 0
+    try:
+        return max(rfc3339_to_ns(text), 0)
+    except ValueError:
+        return 0

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.aio import Backoff
-from daemon.clients.docker import CONNECTION_ERRORS, DockerClient, rfc3339_to_ns
+from daemon.clients.docker import CONNECTION_ERRORS, DockerClient, state_time_ns
 from daemon.core.errors import SourceError
 from daemon.core.events import Event, JSONValue, Ref
 from daemon.sources.docker_ledger import ContainerState, Ledger, Missed
@@ -83,25 +83,15 @@ def container_state(inspected: dict[str, Any]) -> ContainerState:
     """The parts of `docker inspect` that tell which transitions happened."""
     current = inspected.get("State") or {}
     return ContainerState(
-        created_ns=_ns(inspected.get("Created")),
-        started_ns=_ns(current.get("StartedAt")),
-        finished_ns=_ns(current.get("FinishedAt")),
+        created_ns=state_time_ns(inspected.get("Created")),
+        started_ns=state_time_ns(current.get("StartedAt")),
+        finished_ns=state_time_ns(current.get("FinishedAt")),
         restart_count=_int(inspected.get("RestartCount")),
         running=bool(current.get("Running")),
         restarting=bool(current.get("Restarting")),
         oom_killed=bool(current.get("OOMKilled")),
         exit_code=_int(current.get("ExitCode")),
     )
-
-
-def _ns(text: Any) -> int:
-    """A Docker timestamp in ns; 0 when unset (Docker's zero time is year 1) or unreadable."""
-    if not isinstance(text, str) or not text or text.startswith("0001-"):
-        return 0
-    try:
-        return max(rfc3339_to_ns(text), 0)
-    except ValueError:
-        return 0
 
 
 def _int(value: Any) -> int:
