@@ -61,7 +61,6 @@ class Daemon:
         self.sources: list[Source] = []
         self.actions: dict[str, Action] = {}
         self.integrations: dict[str, Switch] = {}
-        self.catalog = self.action_catalog(settings)
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
         self.evaluator = Evaluator(self.ruleset)
@@ -135,8 +134,8 @@ class Daemon:
 
     def load_rules(self) -> bool:
         """(Re)load every rule file; on any error keep the last good set. True on success."""
-        # ACTIONS adds what each action applies to, checked against the rules' targets.
-        ruleset, errors = load_ruleset(self.settings.rules.paths, {**self.catalog, **ACTIONS})
+        # ACTIONS: each action's parameters and what it applies to, checked against rules.
+        ruleset, errors = load_ruleset(self.settings.rules.paths, ACTIONS)
         if errors:
             self.rule_status.failed(errors, time.time())
             self.metrics.rule_reload_failures.inc()

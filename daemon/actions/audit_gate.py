@@ -14,14 +14,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from daemon.actions.guards import GuardContext, GuardResult, StatelessGuard
+from daemon.actions.guards import BaseGuard, GuardContext, GuardResult
 from daemon.audit.log import AuditLog, AuditUnavailable, format_time
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd.audit")
 
 
-class AuditGate(StatelessGuard):
+class AuditGate(BaseGuard):
     name = "audit"
 
     def __init__(self, audit: AuditLog, metrics: Metrics,

@@ -31,6 +31,7 @@ from daemon.actions.guards import (
     PreflightGuard,
     Spend,
     SupersededGuard,
+    changes_something,
 )
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.core.decisions import Decision
@@ -402,8 +403,8 @@ class Executor:
             if rule is None or not stamp or age < 0:
                 continue
             names = [a.get("name") for a in record.get("actions") or [] if isinstance(a, dict)]
-            mutating = any(getattr(self.actions.get(str(n)), "mutating", True) for n in names)
-            spend = Spend(rule, target, status == "escalate", mutating, now - age)
+            spend = Spend(rule, target, status == "escalate",
+                          changes_something(self.actions, map(str, names)), now - age)
             for guard in self.guards:
                 guard.commit(spend)
             restored += 1

@@ -8,7 +8,7 @@ the executor does not know any of them by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -61,8 +61,7 @@ class GuardContext:
 
     @property
     def mutating(self) -> bool:
-        """Whether the plan changes anything (unknown actions count as changing)."""
-        return any(getattr(self.actions.get(s.name), "mutating", True) for s in self.plan)
+        return changes_something(self.actions, (s.name for s in self.plan))
 
     async def observe(self, action: Action) -> Mapping[str, Any] | None:
         """The target's current state as `action` sees it; fetched once per decision."""
@@ -81,7 +80,9 @@ class Guard(Protocol):
         """Remember an action taken (or restored from the audit log); most guards keep none."""
 
 
-class StatelessGuard:
+class BaseGuard:
+    """Verdict helpers, and no state to commit unless a guard overrides `commit`."""
+
     name = ""
 
     def ok(self) -> GuardResult:
@@ -94,7 +95,7 @@ class StatelessGuard:
         return None
 
 
-class DryRunGuard(StatelessGuard):
+class DryRunGuard(BaseGuard):
     name = "dry_run"
 
     def __init__(self, globally: Callable[[], bool]) -> None:
@@ -108,7 +109,7 @@ class DryRunGuard(StatelessGuard):
         return self.ok()
 
 
-class SupersededGuard(StatelessGuard):
+class SupersededGuard(BaseGuard):
     """The target is no longer in the state the event reported: the repair is stale."""
 
     name = "superseded"
@@ -120,17 +121,15 @@ class SupersededGuard(StatelessGuard):
                 continue
             try:
                 state = await ctx.observe(action)
-            except ActionError as exc:
-                # Preflight asks again and refuses with the reason; not this guard's call.
-                del exc
-                continue
+            except ActionError:
+                continue  # preflight asks again and refuses with the reason
             reason = action.superseded(ctx.decision, state)
             if reason:
                 return self.refuse(reason)
         return self.ok()
 
 
-class CooldownGuard(StatelessGuard):
+class CooldownGuard(BaseGuard):
     name = "cooldown"
 
     def __init__(self, book: GuardBook) -> None:
@@ -149,7 +148,7 @@ class CooldownGuard(StatelessGuard):
             self.book.mark_acted(spend.rule.name, spend.target, spend.at)
 
 
-class BudgetGuard(StatelessGuard):
+class BudgetGuard(BaseGuard):
     """Budgets count actions that change something; notifications have their own limit."""
 
     name = "budget"
@@ -191,7 +190,7 @@ class BudgetGuard(StatelessGuard):
             self.book.spend(spend.rule.name, spend.target, spend.at, *rule_budgets(spend.rule))
 
 
-class NotifyRateGuard(StatelessGuard):
+class NotifyRateGuard(BaseGuard):
     """At most `limit` notify-only decisions per window, across rules: a flood guard."""
 
     name = "notify_rate"
@@ -212,7 +211,7 @@ class NotifyRateGuard(StatelessGuard):
             self.book.notified(spend.at)
 
 
-class PreflightGuard(StatelessGuard):
+class PreflightGuard(BaseGuard):
     """Each action's own check of its target (exists, not already being restarted...)."""
 
     name = "preflight"
@@ -231,6 +230,11 @@ class PreflightGuard(StatelessGuard):
             if refusal is not None:
                 return self.refuse(f"{spec.name}: {refusal.reason}", refusal.guard)
         return self.ok()
+
+
+def changes_something(actions: Mapping[str, Action], names: Iterable[str]) -> bool:
+    """Whether running these actions changes anything (an unknown one counts as changing)."""
+    return any(getattr(actions.get(name), "mutating", True) for name in names)
 
 
 def rule_budgets(rule: Rule) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
