@@ -44,6 +44,18 @@ class Switch:
     surprising: bool = False
 
 
+def tri_state(name: str, setting: bool | str, on: bool, where: str, looked_for: str,
+              *, surprising: bool) -> Switch:
+    """The Switch of an integration set true, false or "auto" (`on`: what "auto" or true
+    found usable; `where`: what it will talk to; `looked_for`: what "auto" did not find)."""
+    if on:
+        return Switch(True, f"{name} source on: {where}")
+    if setting == "auto":
+        return Switch(False, f'{name} source off: [{name}] enabled = "auto" found '
+                      f"{looked_for}; set enabled = true to insist", surprising=surprising)
+    return Switch(False, f"{name} source off ([{name}] enabled = false)")
+
+
 @dataclass
 class BuildContext:
     emit: Callable[[Event], object]

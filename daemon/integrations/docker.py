@@ -3,7 +3,7 @@ only when Docker is on."""
 
 from __future__ import annotations
 
-from daemon.integrations.base import BuildContext, Integration, Plugged, Switch
+from daemon.integrations.base import BuildContext, Integration, Plugged, Switch, tri_state
 
 
 class DockerIntegration(Integration):
@@ -14,13 +14,10 @@ class DockerIntegration(Integration):
 
     def enabled(self) -> Switch:
         docker = self.settings.docker
-        if docker.is_enabled():
-            return Switch(True, f"docker source on: engine at {docker.resolved_url()}")
-        if docker.enabled == "auto":
-            return Switch(False, 'docker source off: [docker] enabled = "auto" found no '
-                          "DOCKER_HOST and no /var/run/docker.sock; set enabled = true to insist",
-                          surprising=True)
-        return Switch(False, "docker source off ([docker] enabled = false)")
+        # Off on a Docker Compose host is a surprise worth a warning.
+        return tri_state("docker", docker.enabled, docker.is_enabled(),
+                         f"engine at {docker.resolved_url()}",
+                         "no DOCKER_HOST and no /var/run/docker.sock", surprising=True)
 
     def build(self, ctx: BuildContext) -> Plugged:
         from daemon.actions.docker import docker_actions

@@ -3,7 +3,7 @@ kubernetes_asyncio is imported only when Kubernetes is on. Actions come separate
 
 from __future__ import annotations
 
-from daemon.integrations.base import BuildContext, Integration, Plugged, Switch
+from daemon.integrations.base import BuildContext, Integration, Plugged, Switch, tri_state
 
 
 class KubernetesIntegration(Integration):
@@ -13,16 +13,13 @@ class KubernetesIntegration(Integration):
 
     def enabled(self) -> Switch:
         kube = self.settings.kubernetes
-        kinds = ", ".join(kube.kinds)
-        if kube.is_enabled():
-            where = ("in-cluster service account" if kube.in_cluster()
-                     else f"kubeconfig {kube.resolved_kubeconfig()}")
-            return Switch(True, f"kubernetes source on: {where}, watching {kinds}")
-        if kube.enabled == "auto":
-            return Switch(False, 'kubernetes source off: [kubernetes] enabled = "auto" found '
-                          "no in-cluster service account, no KUBECONFIG and no ~/.kube/config",
-                          surprising=False)
-        return Switch(False, "kubernetes source off ([kubernetes] enabled = false)")
+        on = kube.is_enabled()
+        where = ("" if not on else "in-cluster service account" if kube.in_cluster()
+                 else f"kubeconfig {kube.resolved_kubeconfig()}")
+        return tri_state("kubernetes", kube.enabled, on,
+                         f"{where}, watching {', '.join(kube.kinds)}",
+                         "no in-cluster service account, no KUBECONFIG and no ~/.kube/config",
+                         surprising=False)
 
     def build(self, ctx: BuildContext) -> Plugged:
         from daemon.clients.kubernetes import KubeClient
