@@ -109,7 +109,8 @@ async def test_guards_are_recorded_in_order_with_their_verdicts(tmp_path: Path) 
     await ex.handle(decision)
     [record] = records(ex, "decision")
     assert [g["guard"] for g in record["guards"]] == [
-        "audit", "dry_run", "superseded", "cooldown", "budget", "notify_rate", "preflight"]
+        "audit", "target", "dry_run", "superseded", "cooldown", "budget", "notify_rate",
+        "preflight"]
     assert {g["verdict"] for g in record["guards"]} == {"ok"}
 
 

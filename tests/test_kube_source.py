@@ -192,7 +192,7 @@ async def test_403_logs_one_clear_error_and_retries_slowly(
     assert 2 <= len(lists(kube)) <= 4
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == [errors[0]] and errors[0].startswith(
-        "list pods: forbidden (RBAC: grant list/watch on pods)")
+        "list pods: forbidden (RBAC: grant list/watch on pods;")
     assert not running.source.synced
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from daemon.actions.params import NoParams
 from daemon.core.decisions import Decision
-from daemon.core.events import Ref
+from daemon.core.events import Event, Ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,12 @@ class Action(ABC):
     permissions: ClassVar[tuple[str, ...]] = ()
     # Actions that read the same state share one observation per decision.
     observe_key: ClassVar[str] = ""
+
+    def resolve_target(self, event: Event) -> Ref | str:
+        """What this action acts on for `event` (a crash-looping Pod's rollback acts on its
+        Deployment), or why nothing can be: incidents, cooldowns and budgets are keyed by
+        the answer."""
+        return event.subject
 
     def parse(self, params: Mapping[str, Any]) -> BaseModel:
         return self.Params.model_validate(dict(params))

@@ -12,6 +12,7 @@ The executor owns the one retry policy: an action makes one attempt per `run`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from daemon.actions.guards import (
     PreflightGuard,
     Spend,
     SupersededGuard,
+    TargetGuard,
     changes_something,
 )
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
@@ -107,6 +109,7 @@ class Executor:
     def default_guards(self) -> list[Guard]:
         return [
             self.audit_gate,
+            TargetGuard(),
             DryRunGuard(lambda: self.settings.dry_run),
             SupersededGuard(),
             CooldownGuard(self.book),
@@ -125,12 +128,38 @@ class Executor:
     def submit(self, decision: Decision) -> asyncio.Task[None] | None:
         """Handle a decision in the background; a repeat within the coalescing window of
         the same rule's decision on the same target is counted, not handled again."""
-        if not self.accepting or self._coalesce(decision):
+        if not self.accepting:
+            return None
+        decision = self.retarget(decision)
+        if self._coalesce(decision):
             return None
         task = asyncio.create_task(self.handle(decision), name=f"incident-{decision.incident_id}")
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
         return task
+
+    def retarget(self, decision: Decision) -> Decision:
+        """The decision aimed at what its changing actions act on (a Pod's rollback at its
+        Deployment), so that three crash-looping Pods of one Deployment are one incident
+        on one target, with one cooldown and one budget."""
+        targets: dict[str, Ref] = {}
+        for spec in decision.actions:
+            action = self.actions.get(spec.name)
+            if action is None or not action.mutating:
+                continue
+            resolved = action.resolve_target(decision.event)
+            if isinstance(resolved, str):
+                return dataclasses.replace(decision, unresolved=f"{spec.name}: {resolved}")
+            targets[resolved.key] = resolved
+        if len(targets) > 1:
+            return dataclasses.replace(decision, unresolved=(
+                "this rule's actions act on different objects (" + ", ".join(sorted(targets))
+                + "): split it into one rule per target"))
+        if targets:
+            (target,) = targets.values()
+            if target.key != decision.target.key:
+                return dataclasses.replace(decision, target=target)
+        return decision
 
     def _coalesce(self, decision: Decision) -> bool:
         window = self.settings.coalesce_window
@@ -166,6 +195,7 @@ class Executor:
     # -- one decision ------------------------------------------------------------------------
 
     async def handle(self, decision: Decision) -> None:
+        decision = self.retarget(decision)  # idempotent: submit() may have done it already
         self.metrics.rule_matches.labels(decision.rule.name).inc()
         key = decision.target.key
         lock = self._locks.setdefault(key, asyncio.Lock())

@@ -95,6 +95,18 @@ class BaseGuard:
         return None
 
 
+class TargetGuard(BaseGuard):
+    """No target could be resolved for the actions (a broken owner chain, actions that
+    would act on different objects): nothing runs, rather than a guessed or wider target."""
+
+    name = "target"
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        if ctx.decision.unresolved:
+            return self.refuse(ctx.decision.unresolved)
+        return self.ok()
+
+
 class DryRunGuard(BaseGuard):
     name = "dry_run"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from daemon.core.durations import Duration
 
@@ -38,18 +38,172 @@ class WebhookParams(BaseModel):
     message: str = ""
 
 
+# -- Kubernetes --------------------------------------------------------------------------------
+
+# A label or annotation key: an optional DNS-subdomain prefix and a name (as the API checks).
+_QUALIFIED_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?" \
+                 r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+_LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+
+class EvictParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The pod's own terminationGracePeriodSeconds when unset.
+    grace_period: Duration | None = None
+    # While a PodDisruptionBudget blocks the eviction (429), ask again this often (as
+    # `kubectl drain` does) until [safety] action_timeout; never fall back to a delete.
+    retry_every: Duration = Field(default=5.0, gt=0)
+
+
+class DeletePodParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_period: Duration | None = None
+    # A pod no controller owns is gone for good once deleted: refused unless allowed here.
+    allow_unowned: bool = False
+
+
+class RollbackParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Unset: the previous revision, as `kubectl rollout undo` picks it.
+    to_revision: int | None = Field(default=None, ge=1)
+
+
+class ScaleParams(BaseModel):
+    """Set `replicas`, or move by `delta`; the result is kept within [min, max]."""
+
+    model_config = ConfigDict(extra="forbid")
+    replicas: int | None = Field(default=None, ge=0)
+    delta: int | None = None
+    min: int = Field(default=0, ge=0)
+    max: int = Field(default=100, ge=0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ScaleParams:
+        if (self.replicas is None) == (self.delta is None):
+            raise ValueError("give exactly one of replicas (a count) or delta (+N / -N)")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class MetadataParams(BaseModel):
+    """Labels or annotations to set (key: value) and keys to remove, on the subject."""
+
+    model_config = ConfigDict(extra="forbid")
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+    @field_validator("set", "remove")
+    @classmethod
+    def _keys(cls, value: dict[str, str] | list[str]) -> dict[str, str] | list[str]:
+        import re
+
+        for key in value:
+            if not re.match(_QUALIFIED_KEY, key) or len(key) > 317:
+                raise ValueError(f"{key!r} is not a valid label/annotation key")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> MetadataParams:
+        if not self.set and not self.remove:
+            raise ValueError("nothing to do: give `set` and/or `remove`")
+        return self
+
+
+class QuarantineParams(BaseModel):
+    """Label the pod and isolate it with a deny-all NetworkPolicy selecting that label."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(default="remedyd.io/quarantine", pattern=_QUALIFIED_KEY)
+    value: str = Field(default="true", pattern=_LABEL_VALUE, max_length=63)
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One RBAC rule an action needs: a verb on a resource of an API group ("" = core)."""
+
+    verb: str
+    group: str
+    resource: str
+
+    def __str__(self) -> str:
+        where = f"{self.resource}.{self.group}" if self.group else self.resource
+        return f"{self.verb} {where}"
+
+
 @dataclass(frozen=True, slots=True)
 class ActionInfo:
     """What rule loading and `remedyd check` know of an action without its implementation."""
 
     params: type[BaseModel]
-    # Target kinds ("docker/container") it can act on; empty: any (notifications).
+    # Event subject kinds ("docker/container") it can start from; empty: any
+    # (notifications). It may act on another object: see `acts_on`.
     applies_to: tuple[str, ...] = ()
     # Whether it changes its target (and so spends budgets).
     mutating: bool = True
+    # The kind it changes ("kubernetes/deployment"), resolved from the event's subject
+    # by the owner chain; empty: the subject itself.
+    acts_on: str = ""
+    # What it needs from the API server, for `remedyd check` and `remedyd rbac`.
+    permissions: tuple[Permission, ...] = ()
 
 
 _CONTAINER = ("docker/container",)
+_POD = ("kubernetes/pod",)
+# A Deployment action can start from an event about any object in its chain.
+_WORKLOAD = ("kubernetes/pod", "kubernetes/replicaset", "kubernetes/deployment")
+_ANY_KUBE = ("kubernetes/pod", "kubernetes/replicaset", "kubernetes/deployment",
+             "kubernetes/node")
+
+
+def _perms(*triples: str) -> tuple[Permission, ...]:
+    """"verb group resource" strings; group "-" is the core API group."""
+    out = []
+    for triple in triples:
+        verb, group, resource = triple.split()
+        out.append(Permission(verb, "" if group == "-" else group, resource))
+    return tuple(out)
+
+
+_KUBE: dict[str, ActionInfo] = {
+    "kubernetes.evict": ActionInfo(EvictParams, _POD, acts_on="kubernetes/pod",
+                                   permissions=_perms("get - pods", "create - pods/eviction")),
+    "kubernetes.delete_pod": ActionInfo(DeletePodParams, _POD, acts_on="kubernetes/pod",
+                                        permissions=_perms("get - pods", "delete - pods")),
+    "kubernetes.quarantine": ActionInfo(
+        QuarantineParams, _POD, acts_on="kubernetes/pod",
+        permissions=_perms("get - pods", "patch - pods",
+                           "get networking.k8s.io networkpolicies",
+                           "create networking.k8s.io networkpolicies")),
+    "kubernetes.rollout_restart": ActionInfo(
+        NoParams, _WORKLOAD, acts_on="kubernetes/deployment",
+        permissions=_perms("get apps deployments", "patch apps deployments")),
+    "kubernetes.rollback": ActionInfo(
+        RollbackParams, _WORKLOAD, acts_on="kubernetes/deployment",
+        permissions=_perms("get apps deployments", "patch apps deployments",
+                           "list apps replicasets")),
+    "kubernetes.scale": ActionInfo(
+        ScaleParams, _WORKLOAD, acts_on="kubernetes/deployment",
+        permissions=_perms("get apps deployments/scale", "patch apps deployments/scale")),
+    "kubernetes.pause_rollout": ActionInfo(
+        NoParams, _WORKLOAD, acts_on="kubernetes/deployment",
+        permissions=_perms("get apps deployments", "patch apps deployments")),
+    "kubernetes.cordon": ActionInfo(NoParams, ("kubernetes/pod", "kubernetes/node"),
+                                    acts_on="kubernetes/node",
+                                    permissions=_perms("get - nodes", "patch - nodes")),
+    "kubernetes.uncordon": ActionInfo(NoParams, ("kubernetes/pod", "kubernetes/node"),
+                                      acts_on="kubernetes/node",
+                                      permissions=_perms("get - nodes", "patch - nodes")),
+    # Labels and annotations go on the event's subject, whatever its kind.
+    "kubernetes.annotate": ActionInfo(
+        MetadataParams, _ANY_KUBE,
+        permissions=_perms("patch - pods", "patch apps replicasets", "patch apps deployments",
+                           "patch - nodes")),
+    "kubernetes.label": ActionInfo(
+        MetadataParams, _ANY_KUBE,
+        permissions=_perms("patch - pods", "patch apps replicasets", "patch apps deployments",
+                           "patch - nodes")),
+}
 
 ACTIONS: dict[str, ActionInfo] = {
     "docker.restart": ActionInfo(StopParams, _CONTAINER),
@@ -58,6 +212,7 @@ ACTIONS: dict[str, ActionInfo] = {
     "docker.pause": ActionInfo(NoParams, _CONTAINER),
     "docker.unpause": ActionInfo(NoParams, _CONTAINER),
     "notify.webhook": ActionInfo(WebhookParams, mutating=False),
+    **_KUBE,
 }
 
 # Action name -> parameter model, for callers that need only the parameters.

@@ -45,7 +45,17 @@ RESOURCES: dict[str, Resource] = {
     "events": Resource("events", "events.k8s.io/v1", "Event"),
     "nodes": Resource("nodes", "v1", "Node", namespaced=False),
 }
+# What actions write to, besides what is watched (never listed by the source).
+WRITE_RESOURCES: dict[str, Resource] = {
+    "poddisruptionbudgets": Resource("poddisruptionbudgets", "policy/v1",
+                                     "PodDisruptionBudget"),
+    "networkpolicies": Resource("networkpolicies", "networking.k8s.io/v1", "NetworkPolicy"),
+}
 LIST_PAGE = 500
+# Content types of the three patch flavours the API server takes (no server-side apply).
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class KubeError(Exception):
@@ -63,8 +73,10 @@ class KubeStatusError(KubeError):
 
     def describe(self) -> str:
         if self.code == 403:
-            return (f"{self.verb} {self.resource}: forbidden (RBAC: grant list/watch on "
-                    f"{self.resource}): {self.message}")
+            grant = "list/watch" if self.verb in ("list", "watch") else self.verb
+            return (f"{self.verb} {self.resource}: forbidden (RBAC: grant {grant} on "
+                    f"{self.resource}; `remedyd rbac` prints the ClusterRole): "
+                    f"{self.message}")
         return f"{self.verb} {self.resource}: HTTP {self.code} {self.reason}: {self.message}"
 
 
@@ -175,12 +187,75 @@ class KubeClient:
                     if line.strip():
                         yield _decode_line(resource, line)
 
+    # -- single objects and writes (actions) ------------------------------------------------
+
+    async def get(self, resource: Resource, namespace: str | None, name: str,
+                  subresource: str | None = None) -> dict[str, Any] | None:
+        """The object, or None when the server says 404."""
+        try:
+            body = await self._call("get", resource, namespace, name, subresource, "GET")
+        except KubeStatusError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        return body if isinstance(body, dict) else None
+
+    async def patch(self, resource: Resource, namespace: str | None, name: str, body: Any,
+                    content_type: str, subresource: str | None = None,
+                    dry_run: bool = False) -> dict[str, Any]:
+        return await self._call("patch", resource, namespace, name, subresource, "PATCH",
+                                body, content_type, dry_run)
+
+    async def create(self, resource: Resource, namespace: str | None, body: dict[str, Any],
+                     name: str | None = None, subresource: str | None = None,
+                     dry_run: bool = False) -> dict[str, Any]:
+        """POST to the collection, or to an object's subresource (an Eviction)."""
+        return await self._call("create", resource, namespace, name, subresource, "POST",
+                                body, "application/json", dry_run)
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str,
+                     body: dict[str, Any] | None = None, dry_run: bool = False
+                     ) -> dict[str, Any]:
+        return await self._call("delete", resource, namespace, name, None, "DELETE",
+                                body, "application/json" if body is not None else None,
+                                dry_run)
+
+    async def _call(self, verb: str, resource: Resource, namespace: str | None,
+                    name: str | None, subresource: str | None, method: str,
+                    body: Any = None, content_type: str | None = None,
+                    dry_run: bool = False) -> dict[str, Any]:
+        path = resource.path(namespace)
+        if name is not None:
+            path += f"/{name}" + (f"/{subresource}" if subresource else "")
+        what = resource.plural + (f"/{subresource}" if subresource else "")
+        query = [("dryRun", "All")] if dry_run else []
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        api = await self.connect()
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout)
+        try:
+            resp = await api.call_api(
+                path, method, query_params=query, header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=timeout)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise KubeUnavailable(f"{verb} {what} {name or ''}: {exc!r}".strip()) from None
+        try:
+            answer = await self._json_body(verb, _Named(resource, what), resp)
+        finally:
+            resp.release()
+        if not isinstance(answer, dict):
+            raise KubeUnavailable(f"{verb} {what}: not a JSON object: {str(answer)[:80]}")
+        return answer
+
     def _request(self, verb: str, resource: Resource, namespace: str | None,
                  query: dict[str, str], timeout: aiohttp.ClientTimeout) -> _Response:
         return _Response(self, verb, resource, resource.path(namespace), query, timeout)
 
     @staticmethod
-    async def _json_body(verb: str, resource: Resource, resp: aiohttp.ClientResponse) -> Any:
+    async def _json_body(verb: str, resource: Resource | _Named,
+                         resp: aiohttp.ClientResponse) -> Any:
         try:
             raw = await resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -195,6 +270,14 @@ class KubeClient:
         if body is None:
             raise KubeUnavailable(f"{verb} {resource.plural}: HTTP {resp.status}, not JSON")
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A resource as error messages name it ("pods/eviction")."""
+
+    resource: Resource
+    plural: str
 
 
 def status_error(verb: str, plural: str, code: int, body: Any,

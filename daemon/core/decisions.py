@@ -17,12 +17,18 @@ class Decision:
     target: Ref
     actions: tuple[ActionSpec, ...]
     decided_at: float
+    # Why the actions have no target (a broken owner chain, actions that disagree), when
+    # the executor could not resolve one from the event's subject; the `target` guard
+    # refuses such a decision.
+    unresolved: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
             "incident": self.incident_id,
             "rule": self.rule.name,
             "target": self.target.as_dict(),
+            **({"subject": self.event.subject.as_dict()}
+               if self.event.subject.key != self.target.key else {}),
             "actions": [{"name": a.name, "params": a.params} for a in self.actions],
             "labels": dict(self.rule.labels),
         }

@@ -18,7 +18,8 @@ from daemon.core.validation import describe_all
 SOURCES = ("docker", "kubernetes", "kpi", "probe", "webhook")
 # The event kinds each source emits (the Docker source asks the engine for container
 # events only); a source missing here has not said yet, so its rules can name any kind.
-SOURCE_KINDS: dict[str, tuple[str, ...]] = {"docker": ("container",)}
+SOURCE_KINDS: dict[str, tuple[str, ...]] = {"docker": ("container",),
+                                             "kubernetes": ("pod", "deployment", "node")}
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 
 

@@ -1,15 +1,17 @@
-"""Kubernetes: list-then-watch informers over the API server as a source.
-kubernetes_asyncio is imported only when Kubernetes is on. Actions come separately."""
+"""Kubernetes: list-then-watch informers over the API server as a source, actions on the
+objects it caches, and the guard that holds them until the cache has listed.
+kubernetes_asyncio is imported only when Kubernetes is on."""
 
 from __future__ import annotations
 
+from daemon.actions.params import ACTIONS
 from daemon.integrations.base import BuildContext, Integration, Plugged, Switch, tri_state
 
 
 class KubernetesIntegration(Integration):
     name = "kubernetes"
     event_sources = ("kubernetes",)
-    action_names = ()
+    action_names = tuple(name for name in ACTIONS if name.startswith("kubernetes."))
 
     def enabled(self) -> Switch:
         kube = self.settings.kubernetes
@@ -22,13 +24,20 @@ class KubernetesIntegration(Integration):
                          surprising=False)
 
     def build(self, ctx: BuildContext) -> Plugged:
-        from daemon.clients.kubernetes import KubeClient
+        from daemon.actions.kube.catalog import kube_actions
+        from daemon.actions.kube.guards import CacheSyncedGuard
+        from daemon.clients.kubernetes import RESOURCES, KubeClient
+        from daemon.kube.cache import Cache
         from daemon.sources.kubernetes import KubernetesSource, Tuning
 
         kube = self.settings.kubernetes
         client = KubeClient(kube.resolved_kubeconfig(), kube.context, kube.request_timeout)
         ctx.stack.push_async_callback(client.close)
+        # One cache: the source fills it, actions resolve their targets from it.
+        cache = Cache()
         source = KubernetesSource(client, ctx.emit, ctx.metrics, list(kube.kinds),
                                   kube.namespaces, kube.label_selector,
-                                  Tuning(stall_timeout=kube.stall_timeout))
-        return Plugged(sources=[source])
+                                  Tuning(stall_timeout=kube.stall_timeout), cache=cache)
+        watched = frozenset(RESOURCES[kind].kind for kind in kube.kinds)
+        return Plugged(sources=[source], actions=kube_actions(client, cache),
+                       guards=[(CacheSyncedGuard(cache, watched), "target")])
