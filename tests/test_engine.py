@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+from daemon.core.events import Event, Ref
 from daemon.engine.evaluator import Evaluator
 from daemon.engine.state import MatchState
 from tests.rulekit import docker_event, ruleset
@@ -208,3 +209,29 @@ def test_reload_drops_occurrence_history_of_removed_rules(tmp_path: Path) -> Non
     assert engine.state.size().series == 0
     engine.swap(ruleset(tmp_path, LOOP))
     assert engine.evaluate(docker_event("die"), 2) == []  # counting starts over
+
+
+def _pod_event(action: str, resolves: tuple[str, ...] = (), name: str = "web-1") -> Event:
+    subject = Ref("kubernetes", "pod", name, id=f"uid-{name}", namespace="shop")
+    return Event("kubernetes", "pod", action, subject, f"{name}:{action}", 0.0, 0.0,
+                 {"name": name}, resolves=resolves)
+
+
+def test_an_event_that_resolves_another_ends_the_wait_of_a_for(tmp_path: Path) -> None:
+    engine = Evaluator(ruleset(tmp_path, rules("""
+  - name: evict-unready
+    source: kubernetes
+    when: event.kind == "pod" && event.action == "unready"
+    for: 5m
+    actions: [notify.webhook: {}]
+""")))
+    engine.evaluate(_pod_event("unready"), 100)
+    engine.evaluate(_pod_event("unready", name="web-2"), 100)
+    # A Pod ready again is not a candidate of the rule, yet it ends that Pod's wait.
+    engine.evaluate(_pod_event("ready", resolves=("unready",)), 200)
+    [decision] = engine.due(400)
+    assert decision.target.name == "web-2"
+
+    engine.evaluate(_pod_event("unready"), 500)
+    engine.evaluate(_pod_event("deleted", resolves=("*",)), 600)
+    assert engine.due(10_000) == []

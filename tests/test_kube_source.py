@@ -171,7 +171,7 @@ async def test_torn_line_or_dropped_stream_rewatches_without_loss(
     kube.bed.controller.crash_loop("default", "a", restart_count=3)
     await running.until(lambda: "crashloop" in running.actions("a"))
     # Each once, in order: the re-watch lost nothing and replayed nothing.
-    assert running.actions("a")[:3] == ["unready", "restarted", "crashloop"]
+    assert running.actions("a")[:4] == ["unready", "ready", "restarted", "crashloop"]
     assert len(lists(kube)) == 1
 
 

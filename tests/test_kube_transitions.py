@@ -242,8 +242,38 @@ def test_old_events_on_the_first_listing_are_history() -> None:
     assert [e for c in changes for e in transitions(cache, c, NOW)] == []
 
 
-def test_a_deleted_object_fires_nothing() -> None:
+def test_a_deleted_object_fires_only_deleted_which_ends_what_waited_on_it() -> None:
     cache = cached_chain()
     change = cache.apply("DELETED", load("pod"))
     assert change == Change("Pod", change.old if change else None, None)
-    assert change is not None and transitions(cache, change, NOW) == []
+    assert change is not None
+    [event] = transitions(cache, change, NOW)
+    assert (event.kind, event.action, event.resolves) == ("pod", "deleted", ("*",))
+    assert event.subject.id == load("pod")["metadata"]["uid"]
+    assert cache.apply("DELETED", load("pod")) is None  # a second delete: nothing
+
+
+def test_a_pod_that_never_became_ready_is_unready_and_readiness_ends_it() -> None:
+    cache = with_node(cached_chain())
+    created = edited("pod", "1", condition("Ready", "False", "ContainersNotReady"))
+    created["metadata"]["uid"] = "uid-new-pod"
+    cache.apply("DELETED", load("pod"))
+    [unready] = [e for e in watched(cache, created, "ADDED") if e.action == "unready"]
+    assert unready.attributes["reason"] == "ContainersNotReady"
+    back = edited("pod", "2", condition("Ready", "True", since="2024-05-02T09:34:30Z"))
+    back["metadata"]["uid"] = "uid-new-pod"
+    [ready] = [e for e in watched(cache, back) if e.action == "ready"]
+    assert ready.resolves == ("unready",)
+    assert ready.attributes["unreadySeconds"] == 90.0
+
+
+def test_pod_events_say_how_old_their_revision_is() -> None:
+    cache = with_node(cached_chain())
+    after = edited("pod", "500", app(1, RUNNING))
+    [event] = [e for e in watched(cache, after) if e.action == "restarted"]
+    created = cache.get("ReplicaSet", "shop", "checkout-7c9d8f6b5d")
+    assert created is not None
+    stamp = created["metadata"]["creationTimestamp"]
+    import datetime as dt
+    expected = NOW - dt.datetime.fromisoformat(stamp).timestamp()
+    assert event.attributes["revisionAgeSeconds"] == round(expected, 3)

@@ -53,6 +53,10 @@ class Event:
     object: Mapping[str, Any] | None = None
     # True for events a source made up from a state listing rather than a change it saw.
     synthetic: bool = False
+    # Actions of earlier events about this subject that this one ends ("*": all of them,
+    # the subject is gone): a Pod ready again ends its `unready`, so a rule waiting
+    # `for: 5m` on that stops waiting.
+    resolves: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """What the audit log keeps of an event: enough to explain, without the whole object."""

@@ -60,8 +60,10 @@ class Evaluator:
 
     def evaluate(self, event: Event, now: float) -> list[Decision]:
         candidates = self.ruleset.candidates(event.source, event.kind, event.action)
-        if event.action == "destroy":
+        if event.action == "destroy" or "*" in event.resolves:
             self.state.forget_subject(event.subject.key)
+        elif event.resolves and self.state.pending:
+            self.state.resolve(event.subject.key, event.resolves)
         if not candidates:
             return []
         variables: dict[str, Any] = {

@@ -158,6 +158,12 @@ class MatchState:
             del self.pending[key]
         self._series.pop(subject_key, None)
 
+    def resolve(self, subject_key: str, actions: tuple[str, ...]) -> None:
+        """End the `for` holds of this subject that started on one of these actions."""
+        for key in [k for k, p in self.pending.items()
+                    if k[1] == subject_key and p.event.action in actions]:
+            del self.pending[key]
+
     def forget_rules(self, keep: set[str]) -> None:
         """Drop the state of every rule not in `keep` (a reload removed them)."""
         for key in [k for k in self.pending if k[0] not in keep]:

@@ -35,7 +35,7 @@ def transitions(cache: Cache, change: Change, observed_at: float) -> list[Event]
     """The Events a change implies; `cache` already holds `change.new`."""
     new = change.new
     if new is None:
-        return []
+        return _deleted(change, observed_at)
     compute = _BY_KIND.get(change.kind)
     if compute is None:
         return []
@@ -56,7 +56,8 @@ class _Diff:
         self.edges = not change.initial
 
     def event(self, action: str, ident: str, attributes: dict[str, JSONValue],
-              subject: Obj | None = None, at: str | None = None) -> Event:
+              subject: Obj | None = None, at: str | None = None,
+              resolves: tuple[str, ...] = ()) -> Event:
         about = subject if subject is not None else self.new
         ref = ref_of(about)
         attrs: dict[str, JSONValue] = {"name": ref.name, "namespace": ref.namespace}
@@ -68,6 +69,7 @@ class _Diff:
             id=f"{ref.kind}:{ref.id or ref.key}:{action}:{ident}",
             occurred_at=_seconds(at) or self.observed_at, observed_at=self.observed_at,
             attributes=attrs, object=about, synthetic=self.change.synthetic,
+            resolves=resolves,
         )
 
     def owner_attributes(self, obj: Obj) -> dict[str, JSONValue]:
@@ -80,6 +82,13 @@ class _Diff:
         revision = _pod_revision(self.cache, obj)
         if revision is not None:
             attrs["revision"] = revision
+            # How long ago its ReplicaSet appeared: a crash loop minutes after a rollout
+            # points at the rollout. A ReplicaSet reused by a rollback keeps its old age,
+            # so a crash loop after a rollback never looks like a fresh bad revision.
+            created = _seconds((owners[0].object or {}).get("metadata", {}).get(
+                "creationTimestamp"))
+            if created is not None:
+                attrs["revisionAgeSeconds"] = round(max(self.observed_at - created, 0.0), 3)
         return attrs
 
 
@@ -125,16 +134,23 @@ def _oom(diff: _Diff, base: dict[str, JSONValue], status: Obj, old: Obj | None
 
 
 def _pod_conditions(diff: _Diff) -> Iterator[Event]:
-    ready, old_ready = _condition(diff.new, "Ready"), _condition(diff.old, "Ready")
+    ready = _condition(diff.new, "Ready")
     phase = (diff.new.get("status") or {}).get("phase")
-    if ready is not None and ready.get("status") == "False" and (
-            (old_ready is not None and old_ready.get("status") == "True")
-            or (diff.change.initial and phase == "Running")):
+    was_unready = diff.old is not None and _unready(diff.old)
+    if _unready(diff.new) and not was_unready:
+        # Entered: readiness lost, or a pod that has not become ready since it started.
+        assert ready is not None
         since = ready.get("lastTransitionTime")
         yield diff.event("unready", str(since), {
             "reason": str(ready.get("reason") or ""), "message": str(ready.get("message") or ""),
             "since": str(since or ""), "unreadySeconds": _age(since, diff.observed_at),
             "phase": str(phase or "")}, at=since)
+    elif was_unready and ready is not None and ready.get("status") == "True":
+        old_since = (_condition(diff.old, "Ready") or {}).get("lastTransitionTime")
+        since = ready.get("lastTransitionTime")
+        yield diff.event("ready", str(since), {
+            "since": str(since or ""), "phase": str(phase or ""),
+            "unreadySeconds": _between(old_since, since)}, at=since, resolves=("unready",))
     scheduled = _condition(diff.new, "PodScheduled")
     if _is(scheduled, "False", "Unschedulable") and not _is(
             _condition(diff.old, "PodScheduled"), "False", "Unschedulable"):
@@ -199,7 +215,15 @@ def _deployment(diff: _Diff) -> Iterator[Event]:
 
 def _node(diff: _Diff) -> Iterator[Event]:
     ready, old_ready = _condition(diff.new, "Ready"), _condition(diff.old, "Ready")
-    if ready is None or ready.get("status") == "True":
+    if ready is None:
+        return
+    if ready.get("status") == "True":
+        if old_ready is not None and old_ready.get("status") != "True":
+            since = ready.get("lastTransitionTime")
+            yield diff.event("ready", str(since), {
+                "since": str(since or ""),
+                "notReadySeconds": _between(old_ready.get("lastTransitionTime"), since)},
+                at=since, resolves=("not_ready",))
         return
     if old_ready is not None and old_ready.get("status") != "True":
         return  # already not ready (False -> Unknown is the same outage)
@@ -210,6 +234,21 @@ def _node(diff: _Diff) -> Iterator[Event]:
         "status": str(ready.get("status")), "reason": str(ready.get("reason") or ""),
         "message": str(ready.get("message") or ""), "since": str(since or ""),
         "unschedulable": bool(_spec(diff.new).get("unschedulable"))}, at=since)
+
+
+# -- deletions -------------------------------------------------------------------------------
+
+def _deleted(change: Change, observed_at: float) -> list[Event]:
+    """A watched object gone: what waited on it (a `for`, an occurrence count) ends."""
+    old = change.old
+    if old is None or change.kind not in _BY_KIND or change.kind == "Event":
+        return []
+    ref = ref_of(old)
+    return [Event(source=SOURCE, kind=ref.kind, action="deleted", subject=ref,
+                  id=f"{ref.kind}:{ref.id or ref.key}:deleted", occurred_at=observed_at,
+                  observed_at=observed_at, attributes={"name": ref.name,
+                                                       "namespace": ref.namespace},
+                  object=old, synthetic=change.synthetic, resolves=("*",))]
 
 
 _BY_KIND: dict[str, Callable[[_Diff], Iterator[Event]]] = {
@@ -230,6 +269,13 @@ def _condition(obj: Obj | None, kind: str) -> Obj | None:
         if isinstance(condition, dict) and condition.get("type") == kind:
             return condition
     return None
+
+
+def _unready(pod: Obj) -> bool:
+    """Running, and its Ready condition says not (False, or Unknown on a lost node)."""
+    ready = _condition(pod, "Ready")
+    return ready is not None and ready.get("status") != "True" and (
+        (pod.get("status") or {}).get("phase") == "Running")
 
 
 def _is(condition: Obj | None, status: str, reason: str) -> bool:
@@ -342,6 +388,11 @@ def _seconds(stamp: Any) -> float | None:
         return dt.datetime.fromisoformat(stamp).timestamp()
     except ValueError:
         return None
+
+
+def _between(start: Any, end: Any) -> float:
+    first, last = _seconds(start), _seconds(end)
+    return round(max(last - first, 0.0), 3) if first is not None and last is not None else 0.0
 
 
 def _age(stamp: Any, now: float) -> float:
