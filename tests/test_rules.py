@@ -34,7 +34,7 @@ rules:
 
 def check(*paths: Path | str) -> subprocess.CompletedProcess[str]:
     # A configuration where every bundled action can work, so only errors are printed.
-    env = dict(os.environ, REMEDYD_DOCKER__ENABLED="true",
+    env = dict(os.environ, REMEDYD_DOCKER__ENABLED="true", REMEDYD_KUBERNETES__ENABLED="true",
                REMEDYD_NOTIFY__WEBHOOK_URL="http://127.0.0.1:9/hook")
     return subprocess.run([sys.executable, "-m", "daemon", "check", *map(str, paths)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
@@ -49,7 +49,8 @@ def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
 def test_bundled_rules_pass_check() -> None:
     result = check()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == "ok: 3 rules in 1 file(s)\n"
+    assert result.stdout.splitlines()[-1] == "ok: 9 rules in 2 file(s)"
+    assert "warning" not in result.stdout
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:

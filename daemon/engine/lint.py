@@ -14,7 +14,7 @@ from daemon.core.rules import Rule
 from daemon.engine.ruleset import RuleSet, steps_of
 
 # The setting that turns an integration on, named in warnings so the fix is obvious.
-SWITCHES = {"docker": "[docker] enabled"}
+SWITCHES = {"docker": "[docker] enabled", "kubernetes": "[kubernetes] enabled"}
 
 
 @dataclass(frozen=True, slots=True)
