@@ -27,6 +27,7 @@ class Request:
     content_type: str
     body: bytes
     status: int = 0
+    user_agent: str = ""
 
     @property
     def json(self) -> Any:

@@ -161,7 +161,8 @@ class KubeApiServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         entry = Request(request.method, request.path, dict(request.query),
-                        request.headers.get("Content-Type", ""), raw)
+                        request.headers.get("Content-Type", ""), raw,
+                        user_agent=request.headers.get("User-Agent", ""))
         self.bed.log.append(entry)
         try:
             response = await self._handle(request, entry, raw)

@@ -17,6 +17,7 @@ from typing import Any
 from tests.kube.defaults import apply_defaults
 from tests.kube.resources import Kind
 from tests.kube.status import already_exists, conflict, expired, invalid, not_found
+from tests.kube.validation import validate
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (api_version/plural, namespace or "", name)
@@ -114,6 +115,7 @@ class Store:
             raise already_exists(kind, name)
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
         apply_defaults(kind.kind, obj)
+        validate(kind, obj)
         if not (keep_identity and meta.get("uid")):
             meta["uid"] = str(uuid.uuid4())
         if not (keep_identity and meta.get("creationTimestamp")):
@@ -166,6 +168,7 @@ class Store:
         meta["name"] = name
         new["apiVersion"], new["kind"] = kind.api_version, kind.kind
         apply_defaults(kind.kind, new)
+        validate(kind, new)
         if kind.has_spec and new.get("spec") != old.get("spec"):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
