@@ -71,7 +71,11 @@ class DockerSettings(_Group):
         return bool(self.enabled)
 
 
-KubeKind = Literal["pods", "deployments", "replicasets", "events", "nodes"]
+KubeKind = Literal["pods", "deployments", "replicasets", "events", "nodes",
+                   # What security-drift checks read; off unless named.
+                   "namespaces", "networkpolicies", "roles", "clusterroles", "rolebindings",
+                   "clusterrolebindings", "serviceaccounts"]
+# The default `kinds`: what the bundled rules and the workload actions need.
 KUBE_KINDS: tuple[KubeKind, ...] = ("pods", "deployments", "replicasets", "events", "nodes")
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 

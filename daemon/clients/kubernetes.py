@@ -22,35 +22,11 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 
+# The table lives with the pure code (`remedyd rbac` needs no client); re-exported here.
+from daemon.kube.resources import RESOURCES as RESOURCES
+from daemon.kube.resources import WRITE_RESOURCES as WRITE_RESOURCES
+from daemon.kube.resources import Resource as Resource
 
-@dataclass(frozen=True, slots=True)
-class Resource:
-    plural: str
-    group_version: str  # "v1" or "GROUP/VERSION"
-    kind: str
-    namespaced: bool = True
-
-    def path(self, namespace: str | None) -> str:
-        base = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
-        if namespace and self.namespaced:
-            return f"{base}/namespaces/{namespace}/{self.plural}"
-        return f"{base}/{self.plural}"
-
-
-# The `[kubernetes] kinds` names. Events are events.k8s.io/v1 (what controllers write).
-RESOURCES: dict[str, Resource] = {
-    "pods": Resource("pods", "v1", "Pod"),
-    "deployments": Resource("deployments", "apps/v1", "Deployment"),
-    "replicasets": Resource("replicasets", "apps/v1", "ReplicaSet"),
-    "events": Resource("events", "events.k8s.io/v1", "Event"),
-    "nodes": Resource("nodes", "v1", "Node", namespaced=False),
-}
-# What actions write to, besides what is watched (never listed by the source).
-WRITE_RESOURCES: dict[str, Resource] = {
-    "poddisruptionbudgets": Resource("poddisruptionbudgets", "policy/v1",
-                                     "PodDisruptionBudget"),
-    "networkpolicies": Resource("networkpolicies", "networking.k8s.io/v1", "NetworkPolicy"),
-}
 LIST_PAGE = 500
 # Content types of the three patch flavours the API server takes (no server-side apply).
 MERGE_PATCH = "application/merge-patch+json"

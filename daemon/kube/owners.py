@@ -15,6 +15,7 @@ from typing import Any
 
 from daemon.core.events import Ref
 from daemon.kube.cache import Cache, controller_ref
+from daemon.kube.trim import KINDS
 
 SOURCE = "kubernetes"
 # Deeper than any real chain (Pod -> ReplicaSet -> Deployment, Pod -> Job -> CronJob).
@@ -99,8 +100,8 @@ def pods_of(cache: Cache, obj: dict[str, Any]) -> list[dict[str, Any]]:
     return pods
 
 
-_KINDS = {"pod": "Pod", "replicaset": "ReplicaSet", "deployment": "Deployment", "node": "Node",
-          "event": "Event"}
+# A Ref's kind ("clusterrolebinding") -> the API's ("ClusterRoleBinding").
+_KINDS = {kind.lower(): kind for kind in KINDS}
 
 
 def _api_kind(kind: str) -> str:

@@ -47,6 +47,8 @@ _EVENT: dict[str, Spec] = {
     "reason": None, "type": None, "eventTime": None, "action": None,
 }
 
+_BINDING: dict[str, Spec] = {"roleRef": None, "subjects": None}
+
 SPECS: dict[str, dict[str, Spec]] = {
     "Pod": {
         "spec": {
@@ -70,6 +72,15 @@ SPECS: dict[str, dict[str, Spec]] = {
         "status": {"conditions": _CONDITIONS},
     },
     "Event": _EVENT,
+    # Security-drift checks read what these grant, isolate or mount, nothing else.
+    "Namespace": {"status": {"phase": None}},
+    "NetworkPolicy": {"spec": None},
+    "Role": {"rules": None},
+    "ClusterRole": {"rules": None, "aggregationRule": None},
+    "RoleBinding": _BINDING,
+    "ClusterRoleBinding": _BINDING,
+    "ServiceAccount": {"automountServiceAccountToken": None, "secrets": None,
+                       "imagePullSecrets": None},
 }
 KINDS = frozenset(SPECS)
 
