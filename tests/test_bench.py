@@ -77,3 +77,19 @@ def test_kube_cache_benchmark_reports_memory_and_ingest(tmp_path: Path) -> None:
     out, _ = run_bench(tmp_path, "kube_cache.py", "--pods", "200", "--replicasets", "20",
                        "--deployments", "6", "--events", "300", "--runs", "1")
     assert "per Pod cached" in out and "loads+trim+diff+transitions" in out
+
+
+def test_kube_ingest_benchmark_compares_decoders_through_the_whole_pipeline(
+        tmp_path: Path) -> None:
+    out, data = run_bench(tmp_path, "kube_ingest.py", "--events", "400", "--pods", "40",
+                          "--runs", "1", "--model-events", "20")
+    rates = data["median_events_per_s"]
+    for decoder in ("json", "orjson", "msgspec", "daemon"):
+        assert rates[f"decode {decoder}"] > 0 and rates[f"pipeline {decoder}"] > 0
+    workload = data["workload"]
+    # Restarts, crash loops and readiness flips reach the rules and decide something.
+    assert workload["engine_events"] > 0 and workload["decisions"] > 0
+    assert workload["evaluation_problems"] == 0
+    assert data["daemon_decoder"].startswith("msgspec.")
+    assert data["kubernetes_asyncio_models"]["watch_unmarshal_event_per_s"] > 0
+    assert "pipeline" in out and "kubernetes_asyncio V1Pod models" in out

@@ -11,7 +11,6 @@ cannot be reached (KubeUnavailable), or a watch stream that broke (KubeStreamBro
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 
@@ -28,6 +28,9 @@ from daemon.kube.resources import WRITE_RESOURCES as WRITE_RESOURCES
 from daemon.kube.resources import Resource as Resource
 
 LIST_PAGE = 500
+# Watch lines and list pages are decoded with msgspec into the same dicts and lists as
+# the stdlib's json.loads, twice as fast (bench/kube_ingest.py), big integers kept exact.
+decode_json = msgspec.json.Decoder().decode
 # Content types of the three patch flavours the API server takes (no server-side apply).
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -237,7 +240,7 @@ class KubeClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise KubeUnavailable(f"{verb} {resource.plural}: {exc!r}") from None
         try:
-            body = json.loads(raw) if raw else None
+            body = decode_json(raw) if raw else None
         except ValueError:
             body = None
         if resp.status >= 300:
@@ -271,7 +274,7 @@ def status_error(verb: str, plural: str, code: int, body: Any,
 
 def _decode_line(resource: Resource, line: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(line)
+        event = decode_json(line)
     except ValueError:
         raise KubeStreamBroken(f"watch {resource.plural}: not a JSON line: "
                                f"{line[:60]!r}") from None
