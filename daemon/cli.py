@@ -1,4 +1,4 @@
-"""remedyd run | check | audit verify|tail | version"""
+"""remedyd run | check | rbac | audit verify|tail | version"""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon import __version__
+
+if TYPE_CHECKING:
+    # Imported where used: `remedyd version` and `audit` load none of this.
+    from daemon.engine.ruleset import RuleSet
+    from daemon.kube.rbac import PolicyRule
+    from daemon.settings import Settings
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
 
@@ -27,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="exit 1 on warnings too (rules that cannot work here)")
     check.add_argument("rule_paths", nargs="*", help="rule files or directories "
                        "(default: [rules] paths from the configuration)")
+    rbac = sub.add_parser("rbac", help="print the least-privilege ClusterRole (YAML) for "
+                          "the watched kinds and the loaded rules' Kubernetes actions")
+    rbac.add_argument("--config", type=Path)
+    rbac.add_argument("--service-account", metavar="NAMESPACE/NAME", type=_service_account,
+                      help="also print a ClusterRoleBinding granting it to this service account")
+    rbac.add_argument("rule_paths", nargs="*", help="rule files or directories "
+                      "(default: [rules] paths from the configuration)")
     audit = sub.add_parser("audit", help="inspect an audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain and the checkpoint")
@@ -49,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _audit(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "rbac":
+        return _rbac(args)
     return _run(args)
 
 
@@ -112,9 +128,70 @@ def _check(args: argparse.Namespace) -> int:
         print(problem)
     if errors:
         return EXIT_PROBLEMS
+    if _uses_kubernetes(ruleset):
+        from daemon.kube.rbac import describe
+
+        print(f"kubernetes: the rules need: {describe(_needs(settings, ruleset))}")
     summary = f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s)"
     print(summary + (f", {len(warnings)} warning(s)" if warnings else ""))
     return EXIT_PROBLEMS if warnings and args.strict else EXIT_OK
+
+
+def _rbac(args: argparse.Namespace) -> int:
+    from daemon.engine.ruleset import compile_rules
+    from daemon.kube import rbac
+    from daemon.settings import Settings
+
+    settings = _load(args.config)
+    if not isinstance(settings, Settings):
+        return EXIT_CONFIG
+    from daemon.actions.params import ACTIONS
+
+    paths = args.rule_paths or settings.rules.paths
+    ruleset, errors = compile_rules(paths, ACTIONS)
+    if errors:
+        # A role for half the rules would fail at the first action of the other half.
+        for error in sorted(errors, key=_position):
+            print(error, file=sys.stderr)
+        return EXIT_PROBLEMS
+    documents = [rbac.cluster_role(_needs(settings, ruleset))]
+    if args.service_account is not None:
+        documents.append(rbac.cluster_role_binding(*args.service_account))
+    header = ["remedyd rbac: list/watch on the [kubernetes] kinds "
+              f"({', '.join(settings.kubernetes.kinds)})",
+              f"and what the Kubernetes actions of {len(ruleset.rules)} rule(s) in "
+              f"{', '.join(map(str, paths))} need"]
+    sys.stdout.write(rbac.render(documents, header))
+    return EXIT_OK
+
+
+def _service_account(value: str) -> tuple[str, str]:
+    from daemon.kube.rbac import service_account
+
+    try:
+        return service_account(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _needs(settings: Settings, ruleset: RuleSet) -> list[PolicyRule]:
+    """The RBAC rules for the watched kinds and every Kubernetes action the rules run."""
+    from daemon.actions.params import ACTIONS
+    from daemon.engine.ruleset import steps_of, targets_of
+    from daemon.kube.rbac import required
+
+    steps = [(ACTIONS[spec.name], targets_of(compiled.rule)) for compiled in ruleset.rules
+             for _, spec in steps_of(compiled.rule) if spec.name in ACTIONS]
+    return required(settings.kubernetes.kinds, steps)
+
+
+def _uses_kubernetes(ruleset: RuleSet) -> bool:
+    from daemon.actions.params import ACTIONS
+    from daemon.engine.ruleset import steps_of
+
+    return any(compiled.rule.source == "kubernetes" or any(
+        ACTIONS[spec.name].permissions for _, spec in steps_of(compiled.rule)
+        if spec.name in ACTIONS) for compiled in ruleset.rules)
 
 
 def _position(problem: object) -> tuple[str, int]:

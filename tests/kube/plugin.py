@@ -12,14 +12,21 @@ import asyncio
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from daemon.actions.params import ACTIONS
+from daemon.kube import rbac
+from tests.kube.faults import Request
+from tests.kube.requestinfo import resolve
 from tests.kube.server import KubeApiServer, write_kubeconfig
+
+# What KubeClient sends (daemon.clients.kubernetes.USER_AGENT), without importing the client.
+REMEDYD_AGENT = "remedyd/"
 
 
 @pytest_asyncio.fixture
@@ -30,6 +37,27 @@ async def kube() -> AsyncIterator[KubeApiServer]:
         yield server
     finally:
         await server.stop()
+    undeclared = undeclared_requests(server.bed.log.entries)
+    assert not undeclared, (
+        "remedyd made requests the ClusterRole of `remedyd rbac` does not grant (declare "
+        "them in the action's permissions in daemon/actions/params.py): "
+        + "; ".join(undeclared))
+
+
+def undeclared_requests(entries: Iterable[Request],
+                        actions: Mapping[str, rbac.ActionNeeds] = ACTIONS) -> list[str]:
+    """remedyd's requests (by User-Agent) that the role for every kind and every action
+    does not allow, as RBAC would see them, each named once."""
+    role = rbac.full(actions)
+    found: dict[str, None] = {}
+    for entry in entries:
+        if not entry.user_agent.startswith(REMEDYD_AGENT):
+            continue
+        info = resolve(entry.method, entry.path, entry.query)
+        if not info.resource_request or not rbac.allowed(role, info.verb, info.api_group,
+                                                         info.rbac_resource):
+            found[f"{info} ({entry.method} {entry.path})"] = None
+    return list(found)
 
 
 @pytest.fixture
