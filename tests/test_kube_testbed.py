@@ -462,6 +462,29 @@ async def test_eviction_deletes_when_the_budget_allows_and_dry_run_changes_nothi
                                           "has 2 currently"}]
 
 
+async def test_removal_preconditions_and_a_forbidden_write_answer_as_the_real_server(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    kube.bed.apply(pod("p1"))
+    stale = {"preconditions": {"uid": "uid-of-an-older-p1"}}
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": "p1", "namespace": "default"}, "deleteOptions": stale}
+    for method, path, body in (("POST", f"{PODS_PATH}/p1/eviction", eviction),
+                               ("DELETE", f"{PODS_PATH}/p1", stale)):
+        async with http.request(method, path, json=body) as r:
+            answer = await r.json()
+        assert (r.status, answer["reason"]) == (409, "Conflict")
+        assert "Precondition failed: UID in precondition: uid-of-an-older-p1, UID in object " \
+               "meta: " in answer["message"]
+    assert kube.bed.store.find(kube.bed.kind("v1", "pods"), "default", "p1") is not None
+
+    kube.bed.faults.add("status", path="/eviction$", code=403)
+    async with http.post(f"{PODS_PATH}/p1/eviction", json=eviction) as r:
+        answer = await r.json()
+    assert answer["message"] == ('pods "p1" is forbidden: User "system:serviceaccount:remedyd:'
+                                 'remedyd" cannot create resource "pods/eviction" in API group '
+                                 '"" in the namespace "default"')
+
+
 async def test_patch_flavours(kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
     kube.bed.apply(pod("a", {"app": "web", "old": "x"}))
     path = f"{PODS_PATH}/a"

@@ -22,7 +22,13 @@ from tests.kube.faults import Faults, Request, RequestLog
 from tests.kube.patch import apply_patch
 from tests.kube.resources import Kind
 from tests.kube.selectors import Predicate, field_selector, label_selector
-from tests.kube.status import ApiError, conflict, forbidden, not_found, success_body
+from tests.kube.status import (
+    ApiError,
+    forbidden,
+    not_found,
+    precondition_failed,
+    success_body,
+)
 from tests.kube.store import Obj, Store
 from tests.kube.watch import WatchOptions, serve_watch
 
@@ -92,6 +98,15 @@ class Testbed:
             "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
                                        "reason": "KubeletReady" if ready else
                                        "KubeletNotReady"}]}})
+
+
+def rbac_verb(method: str, named: bool, watch: bool) -> str:
+    """The verb the authorizer checks for a request (what an RBAC rule must grant)."""
+    if method == "GET":
+        return "watch" if watch else "get" if named else "list"
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
 
 
 def parse_path(path: str) -> Target | None:
@@ -184,7 +199,8 @@ class KubeApiServer:
         path = request.path.rstrip("/") or "/"
         fault = self.bed.faults.take(request.method, path, entry.is_watch)
         if fault is not None and fault.action == "status":
-            raise self._fault_error(fault.code, path, fault.retry_after)
+            raise self._fault_error(fault.code, path, fault.retry_after, request.method,
+                                    entry.is_watch)
         static = self._discovery(path)
         if static is not None:
             return web.json_response(static)
@@ -196,11 +212,13 @@ class KubeApiServer:
             return await self._collection(request, entry, target, raw, fault)
         return await self._item(request, entry, target, raw)
 
-    def _fault_error(self, code: int, path: str, retry_after: int) -> ApiError:
+    def _fault_error(self, code: int, path: str, retry_after: int, method: str = "GET",
+                     watch: bool = False) -> ApiError:
         target = parse_path(path)
         if code == 403 and target is not None:
-            return forbidden("list" if target.name is None else "get", target.kind,
-                             target.namespace)
+            return forbidden(rbac_verb(method, target.name is not None, watch), target.kind,
+                             target.namespace, name=target.name,
+                             subresource=target.subresource)
         if code == 410:
             return ApiError(410, "The provided continue parameter is too old to display a "
                             "consistent list result.", "Expired")
@@ -355,11 +373,7 @@ class KubeApiServer:
             out = self._patch(kind, ns, name, sub, entry, raw, dry)
         elif method == "DELETE":
             options = _json_body(raw, entry.content_type) or {}
-            current = store.get(kind, ns, name)
-            pre = options.get("preconditions") or {}
-            if pre.get("uid") not in (None, current["metadata"]["uid"]) or pre.get(
-                    "resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
-                raise conflict(kind, name)
+            check_preconditions(kind, store.get(kind, ns, name), options)
             out = store.delete(kind, ns, name, dry_run=dry)
         else:
             raise ApiError(405, "the server does not allow this method on the requested "
@@ -390,8 +404,10 @@ class KubeApiServer:
                            "BadRequest")
         pod = self.bed.store.get(target.kind, target.namespace, target.name)
         check_eviction(self.bed.store, pod)
-        dry = self._dry_run(request) or (body.get("deleteOptions") or {}).get("dryRun") == [
-            "All"]
+        # The eviction's delete goes through storage with the deleteOptions it carries.
+        options = body.get("deleteOptions") or {}
+        check_preconditions(target.kind, pod, options)
+        dry = self._dry_run(request) or options.get("dryRun") == ["All"]
         self.bed.store.delete(target.kind, target.namespace, target.name, dry_run=dry)
         self.bed.settle()
         return web.json_response(success_body(201), status=201)
@@ -429,6 +445,15 @@ class KubeApiServer:
         self.bed.settle()
         return web.json_response(scale_of(store.get(kind, target.namespace, target.name)
                                           if not self._dry_run(request) else out))
+
+
+def check_preconditions(kind: Kind, current: Obj, options: Any) -> None:
+    """DeleteOptions.preconditions (uid, resourceVersion) against the stored object."""
+    pre = (options.get("preconditions") if isinstance(options, dict) else None) or {}
+    meta = current["metadata"]
+    for label, key in (("UID", "uid"), ("ResourceVersion", "resourceVersion")):
+        if pre.get(key) not in (None, meta[key]):
+            raise precondition_failed(kind, current, label, str(pre[key]), str(meta[key]))
 
 
 def write_kubeconfig(path: str, url: str, namespace: str = "default") -> str:

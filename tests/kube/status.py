@@ -70,16 +70,36 @@ def conflict(kind: Kind, name: str) -> ApiError:
                     "again", "Conflict", _details(kind, name))
 
 
+def precondition_failed(kind: Kind, obj: dict[str, Any], field: str, wanted: str,
+                        actual: str) -> ApiError:
+    """A delete (or eviction) whose preconditions (UID, ResourceVersion) name another object:
+    a real server's storage layer answers 409 with this message."""
+    meta = obj["metadata"]
+    key = "/".join(["/registry", kind.plural, *([meta["namespace"]] if meta.get("namespace")
+                                                 else []), meta["name"]])
+    return ApiError(409, f'Operation cannot be fulfilled on {kind.qualified} "{meta["name"]}": '
+                    f"StorageError: invalid object, Code: 4, Key: {key}, ResourceVersion: 0, "
+                    f"AdditionalErrorMsg: Precondition failed: {field} in precondition: "
+                    f"{wanted}, {field} in object meta: {actual}", "Conflict",
+                    _details(kind, meta["name"]))
+
+
 def expired(requested: int, oldest: int) -> ApiError:
     return ApiError(410, f"too old resource version: {requested} ({oldest})", "Expired")
 
 
 def forbidden(verb: str, kind: Kind, namespace: str | None,
-              user: str = "system:serviceaccount:remedyd:remedyd") -> ApiError:
+              user: str = "system:serviceaccount:remedyd:remedyd", name: str | None = None,
+              subresource: str | None = None) -> ApiError:
+    """What the RBAC authorizer answers: the object's name (when the request names one) and
+    the resource with its subresource ("pods/eviction"), as the verb's rule needs them."""
     scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-    return ApiError(403, f'{kind.qualified} is forbidden: User "{user}" cannot {verb} resource '
-                    f'"{kind.plural}" in API group "{kind.group}" {scope}', "Forbidden",
-                    {"kind": kind.plural} | ({"group": kind.group} if kind.group else {}))
+    resource = f"{kind.plural}/{subresource}" if subresource else kind.plural
+    named = f' "{name}"' if name else ""
+    return ApiError(403, f'{kind.qualified}{named} is forbidden: User "{user}" cannot {verb} '
+                    f'resource "{resource}" in API group "{kind.group}" {scope}', "Forbidden",
+                    ({"name": name} if name else {}) | {"kind": kind.plural}
+                    | ({"group": kind.group} if kind.group else {}))
 
 
 def invalid(kind: Kind, name: str, field: str, message: str) -> ApiError:
