@@ -17,6 +17,7 @@ from daemon.actions.executor import Executor, ExecutorSettings
 from daemon.actions.params import NoParams
 from daemon.audit import AuditLog, verify
 from daemon.core.decisions import Decision
+from daemon.core.errors import TemporaryError
 from daemon.core.events import Ref
 from daemon.engine.budgets import GuardBook
 from daemon.engine.evaluator import Evaluator
@@ -324,3 +325,29 @@ def test_guard_state_of_targets_no_window_sees_is_forgotten() -> None:
     book.mark_acted("heal", "pod-live", 20_000.0)
     book.sweep(now=20_010.0, longest=3600)
     assert book.cooldown_left("heal", "pod-live", 120, 20_010.0) == 110
+
+
+class Blocked(Step):
+    """Refused every time for a reason the peer names (a PodDisruptionBudget), to be asked
+    again at the peer's steady pace."""
+
+    def attempts(self, params: BaseModel) -> int | None:
+        return 1000
+
+    async def run(self, decision: Decision, params: BaseModel) -> dict[str, Any]:
+        self.runs.append(asyncio.get_running_loop().time())
+        raise TemporaryError(f"still blocked (attempt {len(self.runs)})", 5.0, backoff=False)
+
+
+async def test_a_steady_retry_keeps_its_pace_and_the_timeout_says_what_blocked_it(
+        tmp_path: Path) -> None:
+    blocked = Blocked("test.fix")
+    ex = executor(tmp_path, blocked, action_timeout=32, retry_delay=1.0)
+    [decision] = decide(rules(tmp_path, HEAL))
+    start = asyncio.get_running_loop().time()
+    await ex.handle(decision)
+    # Every 5 s, not 5, 5, 5, 8, 16 as a doubling backoff would have it.
+    assert [round(t - start) for t in blocked.runs] == [0, 5, 10, 15, 20, 25, 30]
+    [outcome] = records(ex, "outcome")
+    assert outcome["outcome"] == "timeout"
+    assert outcome["error"] == "gave up after 32s: still blocked (attempt 7) (after 7 attempt(s))"

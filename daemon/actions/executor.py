@@ -307,9 +307,11 @@ class Executor:
         params = action.parse(spec.params)
         step: dict[str, Any] = {"action": spec.name}
         started = self.clock()
+        # The last temporary failure: why the attempts ran into the timeout.
+        last: list[str] = []
         try:
             async with asyncio.timeout(self.settings.action_timeout):
-                details, attempts = await self._attempts(action, decision, params)
+                details, attempts = await self._attempts(action, decision, params, last)
             step.update(outcome="success", details=details, attempts=attempts)
             verified = await action.verify(decision, params, details)
             if verified is not None:
@@ -320,7 +322,8 @@ class Executor:
             raise
         except TimeoutError:
             step.update(outcome="timeout",
-                        error=f"gave up after {self.settings.action_timeout:g}s")
+                        error=f"gave up after {self.settings.action_timeout:g}s"
+                        + (f": {last[-1]}" if last else ""))
         except ActionError as exc:
             step.update(outcome="failed", error=str(exc))
         except Exception as exc:  # an action's bug: its step fails, the record still closes
@@ -338,8 +341,8 @@ class Executor:
                 f" ({step['error']})" if "error" in step else "")
         return step
 
-    async def _attempts(self, action: Action, decision: Decision,
-                        params: Any) -> tuple[dict[str, Any], int]:
+    async def _attempts(self, action: Action, decision: Decision, params: Any,
+                        last: list[str]) -> tuple[dict[str, Any], int]:
         attempts = action.attempts(params) or self.settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
@@ -349,7 +352,9 @@ class Executor:
             except TemporaryError as exc:
                 if attempt == attempts:
                     raise ActionError(f"{exc} (after {attempt} attempt(s))") from exc
-                delay = max(exc.delay, self.settings.retry_delay * 2 ** (attempt - 1))
+                last[:] = [f"{exc} (after {attempt} attempt(s))"]
+                delay = exc.delay if not exc.backoff else max(
+                    exc.delay, self.settings.retry_delay * 2 ** (attempt - 1))
                 log.info("%s on %s failed (%s); retrying in %.1fs", action.name,
                          decision.target.name, exc, delay)
                 await asyncio.sleep(delay)

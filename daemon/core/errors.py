@@ -35,8 +35,14 @@ class PermanentError(ActionError):
 
 
 class TemporaryError(ActionError):
-    """Retrying may help, after at least `delay` seconds."""
+    """Retrying may help, after at least `delay` seconds.
 
-    def __init__(self, message: str, delay: float = 0.0) -> None:
+    `backoff=False`: ask again after exactly `delay`, however many attempts failed (a
+    PodDisruptionBudget blocking an eviction is polled at a steady pace, as `kubectl
+    drain` does, not ever more slowly).
+    """
+
+    def __init__(self, message: str, delay: float = 0.0, backoff: bool = True) -> None:
         super().__init__(message)
         self.delay = delay
+        self.backoff = backoff
