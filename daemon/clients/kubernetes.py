@@ -188,6 +188,7 @@ class KubeClient:
     async def patch(self, resource: Resource, namespace: str | None, name: str, body: Any,
                     content_type: str, subresource: str | None = None,
                     dry_run: bool = False) -> dict[str, Any]:
+        """`body` is encoded as JSON, or sent as is when it is bytes already."""
         return await self._call("patch", resource, namespace, name, subresource, "PATCH",
                                 body, content_type, dry_run)
 
@@ -220,10 +221,13 @@ class KubeClient:
         api = await self.connect()
         timeout = aiohttp.ClientTimeout(total=self._request_timeout)
         try:
-            resp = await api.call_api(
-                path, method, query_params=query, header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False,
-                _request_timeout=timeout)
+            if isinstance(body, bytes):
+                resp = await _send_bytes(api, path, method, query, headers, body, timeout)
+            else:
+                resp = await api.call_api(
+                    path, method, query_params=query, header_params=headers, body=body,
+                    auth_settings=["BearerToken"], _preload_content=False,
+                    _request_timeout=timeout)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise KubeUnavailable(f"{verb} {what} {name or ''}: {exc!r}".strip()) from None
         try:
@@ -255,6 +259,22 @@ class KubeClient:
         if body is None:
             raise KubeUnavailable(f"{verb} {resource.plural}: HTTP {resp.status}, not JSON")
         return body
+
+
+async def _send_bytes(api: ApiClient, path: str, method: str, query: list[tuple[str, str]],
+                      headers: dict[str, str], body: bytes,
+                      limit: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+    """A body sent as these very bytes, with the library's auth, TLS and proxy settings: its
+    REST layer re-encodes every JSON body with json.dumps, and a rollback sends kubectl's
+    bytes (Go's compact encoding)."""
+    headers = {**api.default_headers, **headers}
+    await api.update_params_for_auth(headers, query, ["BearerToken"])
+    rest = api.rest_client
+    response: aiohttp.ClientResponse = await rest.pool_manager.request(
+        method, f"{api.configuration.host}{path}", params=query, data=body, headers=headers,
+        timeout=limit, proxy=rest.proxy, proxy_headers=rest.proxy_headers,
+        server_hostname=rest.server_hostname)
+    return response
 
 
 @dataclass(frozen=True, slots=True)
