@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +29,10 @@ class Request:
     body: bytes
     status: int = 0
     user_agent: str = ""
+    # time.monotonic() once the request (headers and body) was in.
+    received_at: float = field(default_factory=time.monotonic)
+    # A watch's events as they went out: (time.monotonic(), type, resourceVersion).
+    sent: list[tuple[float, str, str]] = field(default_factory=list)
 
     @property
     def json(self) -> Any:
@@ -119,6 +124,14 @@ class RequestLog:
                 if (method is None or r.method == method)
                 and (path is None or re.search(path, r.path))
                 and (watch is None or r.is_watch == watch)]
+
+    def sent_at(self, path: str, event_type: str, resource_version: str) -> float | None:
+        """When a watch on `path` (a regex) wrote that event, or None while none has."""
+        for entry in self.find(path=path, watch=True):
+            for at, kind, version in entry.sent:
+                if kind == event_type and version == resource_version:
+                    return at
+        return None
 
     def mutations(self) -> list[Request]:
         return [r for r in self.entries if r.mutating]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,8 @@ async def serve_watch(request: web.Request, store: Store, kind: Kind, match: Pre
                     await response.write(line[: len(line) // 2].encode() + b"\n")
                     return False
             await response.write(json.dumps(event).encode() + b"\n")
+            entry.sent.append((time.monotonic(), event["type"], str(
+                (event["object"].get("metadata") or {}).get("resourceVersion", ""))))
             sent += 1
             return True
 
