@@ -46,20 +46,32 @@ _QUALIFIED_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9]
 _LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 
 
-class EvictParams(BaseModel):
+class PodRemovalParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # The pod's own terminationGracePeriodSeconds when unset.
+    # The pod's own terminationGracePeriodSeconds when unset; whole seconds, rounded up.
     grace_period: Duration | None = None
+    # A pod no controller owns is gone for good once removed: refused unless allowed here.
+    allow_unowned: bool = False
+
+    @field_validator("grace_period")
+    @classmethod
+    def _not_forced(cls, value: float | None) -> float | None:
+        if value is not None and value < 1:
+            # 0 removes the pod from the API before its kubelet has stopped it (what
+            # `kubectl delete --force` does): two copies may run at once.
+            raise ValueError("grace_period must be at least 1s (0 would force-delete the "
+                             "pod while it may still run)")
+        return value
+
+
+class EvictParams(PodRemovalParams):
     # While a PodDisruptionBudget blocks the eviction (429), ask again this often (as
     # `kubectl drain` does) until [safety] action_timeout; never fall back to a delete.
     retry_every: Duration = Field(default=5.0, gt=0)
 
 
-class DeletePodParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    grace_period: Duration | None = None
-    # A pod no controller owns is gone for good once deleted: refused unless allowed here.
-    allow_unowned: bool = False
+class DeletePodParams(PodRemovalParams):
+    pass
 
 
 class RollbackParams(BaseModel):
@@ -165,6 +177,10 @@ def _perms(*triples: str) -> tuple[Permission, ...]:
     return tuple(out)
 
 
+_METADATA_PERMS = _perms("get - pods", "patch - pods", "get apps replicasets",
+                         "patch apps replicasets", "get apps deployments",
+                         "patch apps deployments", "get - nodes", "patch - nodes")
+
 _KUBE: dict[str, ActionInfo] = {
     "kubernetes.evict": ActionInfo(EvictParams, _POD, acts_on="kubernetes/pod",
                                    permissions=_perms("get - pods", "create - pods/eviction")),
@@ -194,15 +210,10 @@ _KUBE: dict[str, ActionInfo] = {
     "kubernetes.uncordon": ActionInfo(NoParams, ("kubernetes/pod", "kubernetes/node"),
                                       acts_on="kubernetes/node",
                                       permissions=_perms("get - nodes", "patch - nodes")),
-    # Labels and annotations go on the event's subject, whatever its kind.
-    "kubernetes.annotate": ActionInfo(
-        MetadataParams, _ANY_KUBE,
-        permissions=_perms("patch - pods", "patch apps replicasets", "patch apps deployments",
-                           "patch - nodes")),
-    "kubernetes.label": ActionInfo(
-        MetadataParams, _ANY_KUBE,
-        permissions=_perms("patch - pods", "patch apps replicasets", "patch apps deployments",
-                           "patch - nodes")),
+    # Labels and annotations go on the event's subject, whatever its kind (read first: the
+    # preflight checks it still exists and lacks the change).
+    "kubernetes.annotate": ActionInfo(MetadataParams, _ANY_KUBE, permissions=_METADATA_PERMS),
+    "kubernetes.label": ActionInfo(MetadataParams, _ANY_KUBE, permissions=_METADATA_PERMS),
 }
 
 ACTIONS: dict[str, ActionInfo] = {

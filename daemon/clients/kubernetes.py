@@ -48,9 +48,13 @@ class KubeStatusError(KubeError):
     """The API server answered with an error Status (HTTP, or an in-stream ERROR event)."""
 
     def __init__(self, verb: str, resource: str, code: int, reason: str, message: str,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None,
+                 causes: tuple[tuple[str, str], ...] = ()) -> None:
         self.verb, self.resource, self.code = verb, resource, code
         self.reason, self.message, self.retry_after = reason, message, retry_after
+        # (reason, message) of the Status's details.causes: an eviction's 429 names the
+        # PodDisruptionBudget only there.
+        self.causes = causes
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -294,8 +298,12 @@ def status_error(verb: str, plural: str, code: int, body: Any,
         delay = float(retry_after) if retry_after else None
     except ValueError:
         delay = None
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
     return KubeStatusError(verb, plural, code, str(status.get("reason") or ""),
-                           str(status.get("message") or str(body)[:200]), delay)
+                           str(status.get("message") or str(body)[:200]), delay,
+                           tuple((str(c.get("reason") or ""), str(c.get("message") or ""))
+                                 for c in causes or () if isinstance(c, dict)))
 
 
 def _decode_line(resource: Resource, line: bytes) -> dict[str, Any]:
