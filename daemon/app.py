@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -46,6 +47,14 @@ _RESTORED_KEYS = ("kind", "decision", "rule", "time", "target", "actions")
 # whatever is still running.
 FORCED_EXIT_AFTER = 3.0
 EXIT_FATAL = 1
+
+
+def _succeeded_steps(outcome: Mapping[str, Any]) -> list[dict[str, Any]]:
+    steps = outcome.get("steps")
+    return [{"action": step.get("action"), "outcome": "success", "details": step["details"]}
+            for step in (steps if isinstance(steps, list) else ())
+            if isinstance(step, dict) and step.get("outcome") == "success"
+            and step.get("details")]
 
 
 class Daemon:
@@ -180,13 +189,18 @@ class Daemon:
         horizon = now - self._guard_horizon()
         records: list[dict[str, Any]] = []
         try:
-            # One pass from the end, only as far back as any cooldown or budget window
-            # reaches; keep only what restore() reads of each decision.
-            for record in self.audit.iter_backwards():
-                if len(records) >= RESTORE_RECORDS or record_time(record) < horizon:
+            # One pass from the end over the newest records, keeping only what restore()
+            # reads: decisions as far back as any cooldown or budget window reaches, and
+            # outcomes' successful steps from all of them, since what an action must not
+            # repeat (a rollback onto the revision it left) does not age out with a window.
+            for scanned, record in enumerate(self.audit.iter_backwards()):
+                if scanned >= RESTORE_RECORDS:
                     break
-                if record.get("kind") == "decision":
+                kind = record.get("kind")
+                if kind == "decision" and record_time(record) >= horizon:
                     records.append({k: record[k] for k in _RESTORED_KEYS if k in record})
+                elif kind == "outcome" and (steps := _succeeded_steps(record)):
+                    records.append({"kind": kind, "time": record.get("time"), "steps": steps})
         except AuditUnavailable:
             return
         records.reverse()  # oldest first, as the guards' windows expect

@@ -76,6 +76,12 @@ class Action(ABC):
         """Whether the repair took; None when there is nothing to check."""
         return None
 
+    def remember(self, step: Mapping[str, Any], at: float) -> None:
+        """A successful step of this action (its audited `details`), done at wall-clock time
+        `at`: now, or by an earlier run of the daemon, restored from the audit log on
+        start. An action that must not repeat itself keeps what it needs from it."""
+        return None
+
     def describe_state(self, state: Mapping[str, Any] | None) -> dict[str, Any]:
         """A short summary of an observed state for the audit log."""
         return {"exists": state is not None}

@@ -96,6 +96,7 @@ class Executor:
         self.metrics = metrics
         self.settings = settings
         self.clock = clock
+        self.wall_clock = wall_clock
         self.book = GuardBook(settings.global_max, settings.global_per)
         self.audit_gate = AuditGate(audit, metrics, wall_clock)
         self.guards: list[Guard] = list(guards) if guards is not None else self.default_guards()
@@ -329,6 +330,8 @@ class Executor:
         except Exception as exc:  # an action's bug: its step fails, the record still closes
             log.exception("%s on %s raised unexpectedly", spec.name, decision.target.name)
             step.update(outcome="error", error=f"{type(exc).__name__}: {exc}")
+        if step["outcome"] == "success":
+            self._remember(action, step, self.wall_clock())
         return self._timed(step, started, decision)
 
     def _timed(self, step: dict[str, Any], started: float, decision: Decision) -> dict[str, Any]:
@@ -422,9 +425,13 @@ class Executor:
     def restore(self, records: Iterable[Mapping[str, Any]],
                 rule_named: Callable[[str], Rule | None], wall_now: float) -> int:
         """Re-spend cooldowns and budgets from audited decisions, so that a restart of the
-        daemon (a crash loop, an upgrade) does not hand every target a fresh budget."""
+        daemon (a crash loop, an upgrade) does not hand every target a fresh budget; hand
+        audited outcomes' successful steps back to their actions (`Action.remember`)."""
         now, restored = self.clock(), 0
         for record in records:
+            if record.get("kind") == "outcome":
+                self._remember_outcome(record)
+                continue
             status = record.get("decision")
             if record.get("kind") != "decision" or status not in ("act", "escalate"):
                 continue
@@ -444,6 +451,22 @@ class Executor:
                 guard.commit(spend)
             restored += 1
         return restored
+
+    def _remember_outcome(self, record: Mapping[str, Any]) -> None:
+        """Hand each successful step of an audited outcome back to its action (a rollback
+        must know, after a restart too, which revisions it already rolled away from)."""
+        steps = record.get("steps")
+        for step in steps if isinstance(steps, list) else ():
+            action = self.actions.get(str(step.get("action"))) if isinstance(step, dict) else None
+            if action is not None and step.get("outcome") == "success":
+                self._remember(action, step, record_time(record))
+
+    @staticmethod
+    def _remember(action: Action, step: Mapping[str, Any], at: float) -> None:
+        try:
+            action.remember(step, at)
+        except Exception:  # a bad record or a bug must not stop the daemon or fail the step
+            log.exception("%s could not remember a step: %s", action.name, step)
 
     async def drain(self, grace: float) -> int:
         """Stop taking decisions; give in-flight ones `grace` seconds, then cancel them."""
