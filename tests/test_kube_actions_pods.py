@@ -5,13 +5,16 @@ the API server (its request log and store), what is refused and why, as audited.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from daemon.actions.kube.podsafety import MIRROR
 from daemon.actions.kube.quarantine import MANAGED_BY
+from daemon.engine.ruleset import load_ruleset
 from tests.kubeactions import Cluster, Obj, bare_pod, deployment, pdb, until
 from tests.kubeactions import cluster as cluster  # the fixture
+from tests.rulekit import CATALOG
 
 EVICTIONS = r"/api/v1/namespaces/default/pods/[^/]+/eviction$"
 POLICIES = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
@@ -239,3 +242,13 @@ async def test_quarantine_refuses_a_host_network_pod(cluster: Cluster) -> None:
     assert record["suppressed_by"] == "preflight"
     assert "uses the host network: a NetworkPolicy cannot isolate it" in record["reason"]
     assert cluster.writes() == []
+
+
+def test_a_zero_grace_period_is_refused_when_rules_load(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - name: fix\n    source: kubernetes\n"
+                    "    when: event.action == \"unready\"\n"
+                    "    actions: [kubernetes.delete_pod: {grace_period: 0s}]\n")
+    _, errors = load_ruleset([path], CATALOG)
+    assert len(errors) == 1 and "rule 'fix'" in str(errors[0])
+    assert "grace_period must be at least 1s (0 would force-delete" in str(errors[0])
