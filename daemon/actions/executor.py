@@ -143,6 +143,10 @@ class Executor:
         """The decision aimed at what its changing actions act on (a Pod's rollback at its
         Deployment), so that three crash-looping Pods of one Deployment are one incident
         on one target, with one cooldown and one budget."""
+        if decision.unresolved or decision.target.key != decision.event.subject.key:
+            # Aimed once (by submit()): the cache may have lost the subject since (a
+            # rollout deleted the pod), which must not turn the decision into a refusal.
+            return decision
         targets: dict[str, Ref] = {}
         for spec in decision.actions:
             action = self.actions.get(spec.name)

@@ -81,7 +81,8 @@ class RollbackParams(BaseModel):
 
 
 class ScaleParams(BaseModel):
-    """Set `replicas`, or move by `delta`; the result is kept within [min, max]."""
+    """Set `replicas`, or move by `delta` from the count the Deployment has when the action
+    runs; the result is kept within [min, max]."""
 
     model_config = ConfigDict(extra="forbid")
     replicas: int | None = Field(default=None, ge=0)
@@ -95,6 +96,12 @@ class ScaleParams(BaseModel):
             raise ValueError("give exactly one of replicas (a count) or delta (+N / -N)")
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        if self.delta == 0:
+            raise ValueError("delta 0 changes nothing: give +N or -N")
+        # Clamping a count the rule spells out would quietly run another one.
+        if self.replicas is not None and not self.min <= self.replicas <= self.max:
+            raise ValueError(f"replicas ({self.replicas}) is outside [min, max] "
+                             f"([{self.min}, {self.max}])")
         return self
 
 
@@ -198,9 +205,11 @@ _KUBE: dict[str, ActionInfo] = {
         RollbackParams, _WORKLOAD, acts_on="kubernetes/deployment",
         permissions=_perms("get apps deployments", "patch apps deployments",
                            "list apps replicasets")),
+    # The Deployment is read to check it (as `kubectl scale` does), its scale to move from.
     "kubernetes.scale": ActionInfo(
         ScaleParams, _WORKLOAD, acts_on="kubernetes/deployment",
-        permissions=_perms("get apps deployments/scale", "patch apps deployments/scale")),
+        permissions=_perms("get apps deployments", "get apps deployments/scale",
+                           "patch apps deployments/scale")),
     "kubernetes.pause_rollout": ActionInfo(
         NoParams, _WORKLOAD, acts_on="kubernetes/deployment",
         permissions=_perms("get apps deployments", "patch apps deployments")),
