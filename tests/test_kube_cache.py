@@ -218,3 +218,13 @@ def test_a_broken_owner_chain_resolves_to_no_target() -> None:
     other.replace("Pod", [variant("pod", "91", uid="another-pod")])
     assert resolve_target(other, POD, "deployment") is None
     assert resolve_target(cached_chain(), POD, "statefulset") is None
+
+
+def test_listed_items_get_the_kind_and_api_version_of_their_list() -> None:
+    raw = copy.deepcopy(load("deployment"))
+    del raw["kind"], raw["apiVersion"]  # as a list's items come
+    cache = Cache()
+    cache.replace("Deployment", [raw], "apps/v1")
+    cached = cache.get("Deployment", raw["metadata"]["namespace"], raw["metadata"]["name"])
+    assert cached is not None and (cached["kind"], cached["apiVersion"]) == (
+        "Deployment", "apps/v1")

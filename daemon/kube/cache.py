@@ -85,15 +85,17 @@ class Cache:
         self._put(key, old, new)
         return Change(key[0], old, new)
 
-    def replace(self, kind: str, items: Iterable[dict[str, Any]]) -> list[Change]:
+    def replace(self, kind: str, items: Iterable[dict[str, Any]],
+                api_version: str | None = None) -> list[Change]:
         """A list of `kind` replaces what the cache holds of it; the changes it implies."""
         initial = kind not in self._synced
         changes: list[Change] = []
         listed: set[Key] = set()
         for raw in items:
-            # A list's items carry no kind of their own (kubectl adds it).
-            new = trim({**raw, "kind": kind} if isinstance(raw, dict) and "kind" not in raw
-                       else raw)
+            # A list's items carry no kind or apiVersion of their own (kubectl adds them).
+            if isinstance(raw, dict) and ("kind" not in raw or "apiVersion" not in raw):
+                raw = {"kind": kind, "apiVersion": api_version, **raw}
+            new = trim(raw)
             if new["kind"] != kind:
                 raise TrimError(f"{describe(raw)}: listed as a {kind}")
             key = key_of(new)

@@ -201,7 +201,7 @@ class _Informer:
             items = items + [obj for obj in self.source.cache.objects(kind)
                              if obj["metadata"].get("namespace") != scope.namespace]
         try:
-            changes = self.source.cache.replace(kind, items)
+            changes = self.source.cache.replace(kind, items, self.resource.group_version)
         except TrimError as exc:
             raise KubeUnavailable(f"list {self.resource.plural}: {exc}") from None
         if first:
