@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon import __version__
 from daemon.actions.base import Action
-from daemon.actions.executor import Executor, ExecutorSettings
+from daemon.actions.executor import REMEMBERED, Executor, ExecutorSettings
 from daemon.actions.params import ACTIONS, CATALOG
 from daemon.audit import open_intents
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
@@ -49,11 +49,12 @@ FORCED_EXIT_AFTER = 3.0
 EXIT_FATAL = 1
 
 
-def _succeeded_steps(outcome: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _remembered_steps(outcome: Mapping[str, Any]) -> list[dict[str, Any]]:
     steps = outcome.get("steps")
-    return [{"action": step.get("action"), "outcome": "success", "details": step["details"]}
+    return [{"action": step.get("action"), "outcome": step["outcome"],
+             "details": step["details"]}
             for step in (steps if isinstance(steps, list) else ())
-            if isinstance(step, dict) and step.get("outcome") == "success"
+            if isinstance(step, dict) and step.get("outcome") in REMEMBERED
             and step.get("details")]
 
 
@@ -199,7 +200,7 @@ class Daemon:
                 kind = record.get("kind")
                 if kind == "decision" and record_time(record) >= horizon:
                     records.append({k: record[k] for k in _RESTORED_KEYS if k in record})
-                elif kind == "outcome" and (steps := _succeeded_steps(record)):
+                elif kind == "outcome" and (steps := _remembered_steps(record)):
                     records.append({"kind": kind, "time": record.get("time"), "steps": steps})
         except AuditUnavailable:
             return

@@ -301,6 +301,46 @@ async def test_a_restarted_remedyd_does_not_roll_back_again(
     assert len(patches(kube)) == 1
 
 
+async def test_killed_between_the_patch_and_its_outcome_it_still_knows_what_it_left(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    kube.bed.add_node("node-1")
+    kube.bed.apply(deployment("example/web:1.0", replicas=1))
+    daemon = DaemonProcess(tmp_path / "d", RULE.replace("PARAMS", "{}"), extra={
+        "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig),
+                       "kinds": ["pods", "replicasets", "deployments"]}})
+    await asyncio.to_thread(daemon.start)
+    try:
+        # The rollback lands, but its answer never reaches remedyd before it is killed.
+        kube.bed.faults.add("slow", method="PATCH", path="/deployments/web$", delay=60)
+        kube.bed.controller.crash_images.add("example/web:2.0")
+        kube.bed.apply(deployment("example/web:2.0", replicas=1))
+        await kube.bed.log.wait_for("PATCH", "/deployments/web$", limit=20)
+        await until(lambda: image(kube) == "example/web:1.0", "the rollback to land")
+        await asyncio.to_thread(daemon.signal, 9)
+        await asyncio.to_thread(daemon.proc.wait, 10)  # type: ignore[union-attr]
+        assert daemon.audit("outcome") == [], "killed before the outcome was written"
+
+        await asyncio.to_thread(daemon.start)
+        [interrupted] = daemon.audit("outcome")
+        assert interrupted["outcome"] == "interrupted"
+        assert [s["outcome"] for s in interrupted["steps"]] == ["interrupted"]
+        await crash_revision_one(kube)
+        decisions = await until(lambda: len(daemon.audit("decision")) >= 2 and daemon.audit(
+            "decision"), "the restarted daemon's decision", 20)
+    finally:
+        await asyncio.to_thread(daemon.stop)
+    refused = decisions[-1]
+    assert (refused["decision"], refused["suppressed_by"]) == ("suppressed", "bad_revision"), \
+        refused
+    assert "example/web:2.0" in refused["reason"]
+    assert len(patches(kube)) == 1
+
+
+def image(kube: KubeApiServer) -> str:
+    d = kube.bed.store.get(kube.bed.kind("apps/v1", "deployments"), "default", "web")
+    return str(d["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
 # ============================================================ refusals and dry run
 
 DEPLOYMENTS = ("apps/v1", "deployments")

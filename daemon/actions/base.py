@@ -82,6 +82,13 @@ class Action(ABC):
         start. An action that must not repeat itself keeps what it needs from it."""
         return None
 
+    def intent(self, decision: Decision, params: BaseModel,
+               state: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """What this action is about to do, from the state its guards just read, for the
+        decision record written before it runs: if the daemon dies mid-action, the next
+        start hands it back to `remember` as an interrupted step."""
+        return None
+
     def describe_state(self, state: Mapping[str, Any] | None) -> dict[str, Any]:
         """A short summary of an observed state for the audit log."""
         return {"exists": state is not None}

@@ -44,6 +44,9 @@ from daemon.engine.budgets import GuardBook
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd.executor")
+# The steps handed back to `Action.remember` on start: done, or maybe done (the daemon
+# died between the intent and the outcome).
+REMEMBERED = ("success", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,8 @@ class Executor:
         if ctx.escalation:
             record["actions"] = [{"name": a.name, "params": a.params} for a in ctx.plan]
             record["reason"] = next(r.reason for r in results if r.verdict == "escalate")
+        if refused is None and (intents := self._intents(ctx)):
+            record["intent"] = intents
         try:
             self.audit.append("decision", record)
         except AuditUnavailable as exc:
@@ -294,6 +299,22 @@ class Executor:
         for guard in self.guards:
             guard.commit(spend)
         return _Intent(decision, status, ctx.plan, self.clock())
+
+    def _intents(self, ctx: GuardContext) -> list[dict[str, Any]]:
+        intents = []
+        for spec in ctx.plan:
+            action = self.actions.get(spec.name)
+            if action is None or not action.mutating:
+                continue
+            try:
+                details = action.intent(ctx.decision, action.parse(spec.params),
+                                        ctx.observed(action))
+            except Exception:  # an intent is for the record: it never stops the action
+                log.exception("%s could not describe its intent", spec.name)
+                continue
+            if details:
+                intents.append({"action": spec.name, "details": details})
+        return intents
 
     async def _run_steps(self, intent: _Intent, *, mutating: bool) -> None:
         for spec in intent.plan:
@@ -408,10 +429,18 @@ class Executor:
             except (KeyError, TypeError):
                 continue
             names = [a.get("name") for a in intent.get("actions") or [] if isinstance(a, dict)]
+            # What the actions were about to do: each may or may not have happened, and an
+            # action that must not repeat itself (a rollback) treats it as done.
+            steps = [{"action": i.get("action"), "outcome": "interrupted",
+                      "details": i.get("details")} for i in intent.get("intent") or []
+                     if isinstance(i, dict) and isinstance(i.get("details"), dict)]
+            for step in steps:
+                if (interrupted := self.actions.get(str(step["action"]))) is not None:
+                    self._remember(interrupted, step, record_time(intent))
             record: dict[str, Any] = {
                 "incident": intent.get("incident"), "rule": intent.get("rule"),
                 "target": target.as_dict(), "decision": intent.get("decision"),
-                "outcome": "interrupted", "steps": [],
+                "outcome": "interrupted", "steps": steps,
                 "error": "the daemon stopped before this decision's outcome was recorded; "
                          "whether its actions ran is unknown: see the target's state",
             }
@@ -462,7 +491,7 @@ class Executor:
         steps = record.get("steps")
         for step in steps if isinstance(steps, list) else ():
             action = self.actions.get(str(step.get("action"))) if isinstance(step, dict) else None
-            if action is not None and step.get("outcome") == "success":
+            if action is not None and step.get("outcome") in REMEMBERED:
                 self._remember(action, step, record_time(record))
 
     @staticmethod

@@ -63,6 +63,10 @@ class GuardContext:
     def mutating(self) -> bool:
         return changes_something(self.actions, (s.name for s in self.plan))
 
+    def observed(self, action: Action) -> Mapping[str, Any] | None:
+        """What `observe` read for this action, if a guard asked (None otherwise)."""
+        return self._observed.get(action.observe_key)
+
     async def observe(self, action: Action) -> Mapping[str, Any] | None:
         """The target's current state as `action` sees it; fetched once per decision."""
         key = action.observe_key

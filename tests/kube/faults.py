@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FaultAction = Literal["status", "drop", "stall", "torn"]
+FaultAction = Literal["status", "drop", "stall", "torn", "slow"]
 # Go's strconv.ParseBool, which the apiserver uses for watch=, allowWatchBookmarks= and the like
 # (kubernetes-asyncio sends "True").
 TRUE_VALUES = ("1", "t", "T", "TRUE", "true", "True")
@@ -29,6 +29,8 @@ class Request:
     body: bytes
     status: int = 0
     user_agent: str = ""
+    # Seconds a `slow` fault holds the answer back after the request was carried out.
+    answer_delay: float = 0.0
     # time.monotonic() once the request (headers and body) was in.
     received_at: float = field(default_factory=time.monotonic)
     # A watch's events as they went out: (time.monotonic(), type, resourceVersion).
@@ -55,6 +57,9 @@ class Fault:
     drop:   (watches) send `after_events` events, then abort the connection mid-stream.
     stall:  (watches) send the headers, then no byte at all until the client gives up.
     torn:   (watches) send `after_events` events, then half of a JSON line and close.
+    slow:   (other requests) do what was asked, then answer `delay` seconds later: a slow
+            server, or an answer lost on the way (the change happened, the client cannot
+            know).
     """
 
     action: FaultAction
@@ -65,6 +70,7 @@ class Fault:
     code: int = 500
     after_events: int = 0
     retry_after: int = 1
+    delay: float = 0.0
     hits: int = 0
 
     def matches(self, method: str, path: str, is_watch: bool) -> bool:

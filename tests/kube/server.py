@@ -185,6 +185,8 @@ class KubeApiServer:
             response = self._error(exc)
         if not entry.is_watch or not entry.status:
             entry.status = response.status
+        if entry.answer_delay:
+            await asyncio.sleep(entry.answer_delay)
         return response
 
     def _error(self, exc: ApiError) -> web.Response:
@@ -201,6 +203,8 @@ class KubeApiServer:
         if fault is not None and fault.action == "status":
             raise self._fault_error(fault.code, path, fault.retry_after, request.method,
                                     entry.is_watch)
+        if fault is not None and fault.action == "slow" and not entry.is_watch:
+            entry.answer_delay = fault.delay
         static = self._discovery(path)
         if static is not None:
             return web.json_response(static)

@@ -222,24 +222,24 @@ class Rollback(KubeAction):
         goal, refusal = self._refusal(rollout, params)
         if reason or refusal or goal is None:
             raise PermanentError(reason or (refusal.reason if refusal else "nothing to do"))
-        before = rollout.current
         patch = revisions.undo_patch(rollout.deployment, goal)
         try:
             await self.client.patch(DEPLOYMENTS, target.namespace or None, target.name,
                                     revisions.go_json(patch), JSON_PATCH)
         except KubeError as exc:
             raise api_error(exc, f"roll back deployment {_where(target)}") from None
-        return {
-            "deployment": _where(target), "deployment_uid": rollout.uid,
-            "from_revision": before.number if before else revisions.revision_number(
-                rollout.deployment),
-            "from_hash": before.hash if before else "",
-            "from_replicaset": before.name if before else "",
-            "to_revision": goal.number, "to_hash": goal.hash, "to_replicaset": goal.name,
-            "images_before": revisions.images(
-                (rollout.deployment.get("spec") or {}).get("template") or {}),
-            "images_after": goal.images,
-        }
+        return _details(target, rollout, goal)
+
+    def intent(self, decision: Decision, params: BaseModel,
+               state: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The rollback the guards just approved, in the decision record: were remedyd
+        killed between it and the outcome, the next start still knows which template it
+        was leaving (the PATCH may have landed)."""
+        assert isinstance(params, RollbackParams)
+        if not isinstance(state, Rollout):
+            return None
+        goal = self._refusal(state, params)[0]
+        return _details(decision.target, state, goal) if goal is not None else None
 
     async def verify(self, decision: Decision, params: BaseModel,
                      details: dict[str, Any]) -> bool | None:
@@ -254,7 +254,8 @@ class Rollback(KubeAction):
     def remember(self, step: Mapping[str, Any], at: float) -> None:
         """A rollback this daemon (or an earlier run of it, from the audit log) made."""
         details = step.get("details")
-        if step.get("outcome") != "success" or not isinstance(details, Mapping):
+        if step.get("outcome") not in ("success", "interrupted") or not isinstance(
+                details, Mapping):
             return
         uid, bad = details.get("deployment_uid"), details.get("from_hash") or details.get(
             "from_replicaset")
@@ -277,6 +278,21 @@ class Rollback(KubeAction):
 
 # The Deployment and its ReplicaSets, not what other Deployment actions share.
 Rollback.observe_key = "kubernetes/deployment+replicasets"
+
+
+def _details(target: Ref, rollout: Rollout, goal: Revision) -> dict[str, Any]:
+    before = rollout.current
+    return {
+        "deployment": _where(target), "deployment_uid": rollout.uid,
+        "from_revision": before.number if before else revisions.revision_number(
+            rollout.deployment),
+        "from_hash": before.hash if before else "",
+        "from_replicaset": before.name if before else "",
+        "to_revision": goal.number, "to_hash": goal.hash, "to_replicaset": goal.name,
+        "images_before": revisions.images(
+            (rollout.deployment.get("spec") or {}).get("template") or {}),
+        "images_after": goal.images,
+    }
 
 
 def _int(value: Any) -> int:
