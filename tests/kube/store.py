@@ -77,9 +77,11 @@ class Store:
         obj = self._objects.get((_tag(kind), namespace or "", name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, kind: Kind, namespace: str | None = None) -> list[Obj]:
+    def list(self, kind: Kind, namespace: str | None = None, copies: bool = True) -> list[Obj]:
+        """Sorted like the real server; copies=False hands out the stored objects themselves,
+        for a caller that only serialises them before anything else runs."""
         tag = _tag(kind)
-        items = [copy.deepcopy(o) for (t, ns, _), o in self._objects.items()
+        items = [copy.deepcopy(o) if copies else o for (t, ns, _), o in self._objects.items()
                  if t == tag and (namespace is None or ns == namespace)]
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return items
