@@ -92,12 +92,7 @@ class Cache:
         changes: list[Change] = []
         listed: set[Key] = set()
         for raw in items:
-            # A list's items carry no kind or apiVersion of their own (kubectl adds them).
-            if isinstance(raw, dict) and ("kind" not in raw or "apiVersion" not in raw):
-                raw = {"kind": kind, "apiVersion": api_version, **raw}
-            new = trim(raw)
-            if new["kind"] != kind:
-                raise TrimError(f"{describe(raw)}: listed as a {kind}")
+            new = trim_listed(raw, kind, api_version)
             key = key_of(new)
             listed.add(key)
             old = self._objects.get(key)
@@ -140,6 +135,17 @@ class Cache:
             siblings.discard(key)
             if not siblings:
                 del self._children[owner]  # type: ignore[arg-type]
+
+
+def trim_listed(raw: Any, kind: str, api_version: str | None) -> dict[str, Any]:
+    """A list item of `kind`, trimmed as the cache keeps it (trimming again changes nothing)."""
+    # A list's items carry no kind or apiVersion of their own (kubectl adds them).
+    if isinstance(raw, dict) and ("kind" not in raw or "apiVersion" not in raw):
+        raw = {"kind": kind, "apiVersion": api_version, **raw}
+    new = trim(raw)
+    if new["kind"] != kind:
+        raise TrimError(f"{describe(raw)}: listed as a {kind}")
+    return new
 
 
 def controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from daemon.clients.kubernetes import (
     status_error,
 )
 from daemon.core.events import Event
-from daemon.kube.cache import Cache, Change
+from daemon.kube.cache import Cache, Change, trim_listed
 from daemon.kube.transitions import transitions
 from daemon.kube.trim import TrimError
 from daemon.telemetry.metrics import Metrics
@@ -192,9 +193,14 @@ class _Informer:
         return delay
 
     async def _list(self, scope: _Scope) -> None:
-        items, version = await self.source.client.list(
-            self.resource, scope.namespace, self.source._selector)
-        kind = self.resource.kind
+        kind, api_version = self.resource.kind, self.resource.group_version
+        try:
+            # Trimmed page by page: a whole list of raw objects would be held at once.
+            items, version = await self.source.client.list(
+                self.resource, scope.namespace, self.source._selector,
+                transform=functools.partial(trim_listed, kind=kind, api_version=api_version))
+        except TrimError as exc:
+            raise KubeUnavailable(f"list {self.resource.plural}: {exc}") from None
         first = not scope.listed
         if scope.namespace is not None:
             # The cache replaces a whole kind: keep the other namespaces' objects as they are.
