@@ -202,3 +202,35 @@ async def test_429_waits_and_rewatches_without_relisting(kube: KubeApiServer,
     kube.bed.faults.add("status", path=PODS, watch=True, code=429, count=2, retry_after=0)
     await running.until(lambda: len([w for w in watches(kube) if w.status == 200]) >= 3)
     assert len(lists(kube)) == 1
+
+
+async def test_pod_changes_wait_until_their_owners_have_listed(kube: KubeApiServer,
+                                                              kubeconfig: Path) -> None:
+    """A pod crash-looping when remedyd starts reaches rules with its Deployment named,
+    however late the Deployments list (informers wait for every cache to sync)."""
+    kube.bed.add_node("node-1")
+    kube.bed.controller.crash_images.add("example/web:2.0")
+    kube.bed.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                                 "containers": [{"name": "web", "image": "example/web:2.0"}]}}}})
+    kube.bed.faults.add("status", path="/deployments$", watch=False, code=500, count=3)
+    events: list[Event] = []
+    client = KubeClient(kubeconfig, None, 5.0)
+    source = KubernetesSource(client, events.append, Metrics(CollectorRegistry()),
+                              ["pods", "replicasets", "deployments"], tuning=FAST)
+    task = asyncio.create_task(source.run())
+    try:
+        running = Running(source, events)
+        await kube.bed.log.wait_for("GET", PODS, watch=True)
+        await kube.bed.log.wait_for("GET", "/replicasets$", watch=True)
+        assert not source.cache.synced("Deployment") and events == []
+        await running.until(lambda: any(e.action == "crashloop" for e in events))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+    [crashloop] = [e for e in events if e.action == "crashloop"]
+    assert (crashloop.attributes["workload_kind"], crashloop.attributes["workload_name"]) == (
+        "Deployment", "web")

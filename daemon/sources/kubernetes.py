@@ -17,6 +17,7 @@ all namespaces when none are named):
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import logging
@@ -47,6 +48,13 @@ SOURCE = "kubernetes"
 FORBIDDEN_RETRY = 30.0
 # A watch that ends this soon with nothing delivered counts as a failure (as in client-go).
 QUICK_CLOSE = 1.0
+# The kinds a kind's transitions look up in the cache (a Pod's owner chain, an Event's
+# Pod). Its changes wait until those have listed once, as client-go controllers wait for
+# every informer to sync: else a Pod crash-looping when remedyd starts is judged before
+# its Deployment is known, and its rollback has no target.
+LOOKS_UP = {"Pod": ("ReplicaSet", "Deployment"), "Event": ("Pod", "ReplicaSet", "Deployment")}
+# Changes held at most while waiting; beyond, the oldest go (counted as a gap).
+HELD_MAX = 50_000
 
 
 class _Expired(Exception):
@@ -89,6 +97,10 @@ class KubernetesSource:
         self._clock = clock
         self._informers = [
             _Informer(self, RESOURCES[kind], namespaces or []) for kind in kinds]
+        watched = {RESOURCES[kind].kind for kind in kinds}
+        self._waits_for = {kind: tuple(k for k in needs if k in watched)
+                           for kind, needs in LOOKS_UP.items()}
+        self._held: collections.deque[Change] = collections.deque()
         metrics.source_connected.labels(SOURCE).set(0)
         metrics.source_synced.labels(SOURCE).set(0)
 
@@ -107,6 +119,33 @@ class KubernetesSource:
                     group.create_task(informer.run(scope))
 
     def _publish(self, changes: list[Change]) -> None:
+        if self._held:
+            self._release()
+        ready = []
+        for change in changes:
+            if self._held or not self._lookups_synced(change.kind):
+                self._hold(change)
+            else:
+                ready.append(change)
+        self._emit_transitions(ready)
+
+    def _lookups_synced(self, kind: str) -> bool:
+        return all(self.cache.synced(k) for k in self._waits_for.get(kind, ()))
+
+    def _hold(self, change: Change) -> None:
+        if len(self._held) >= HELD_MAX:
+            self._held.popleft()
+            self._metrics.gaps.labels(SOURCE, "unsynced").inc()
+        self._held.append(change)
+
+    def _release(self) -> None:
+        """The held changes whose lookups have listed by now, in the order they came."""
+        ready = []
+        while self._held and self._lookups_synced(self._held[0].kind):
+            ready.append(self._held.popleft())
+        self._emit_transitions(ready)
+
+    def _emit_transitions(self, changes: list[Change]) -> None:
         now = self._clock()
         for change in changes:
             for event in transitions(self.cache, change, now):
