@@ -160,10 +160,7 @@ async def rig_factory(kube: KubeApiServer, kubeconfig: Path, tmp_path: Path
 async def bad_rollout(kube: KubeApiServer, rig_factory: Callable[..., Any], replicas: int = 3,
                       **rig: Any) -> Rig:
     """Revision 1 (example/web:1.0) runs; remedyd starts; revision 2 (2.0) rolls out and
-    crash-loops in every pod.
-
-    remedyd starts before the bad revision: a crash loop on its first listing may be
-    judged before the Deployments have listed (see the report of this change)."""
+    crash-loops in every pod."""
     kube.bed.add_node("node-1")
     kube.bed.apply(deployment("example/web:1.0", replicas))
     started = await rig_factory(**rig)
