@@ -2,7 +2,8 @@
 
 Not a benchmark itself. Every script in bench/ imports it first; it puts the
 repository root on sys.path so `daemon` imports from the work tree. Nothing here
-imports tests/: a benchmark must run where the test bed does not.
+imports tests/; only the Kubernetes benchmarks use the test bed (tests.kube), which
+stands in for a kube-apiserver.
 """
 
 from __future__ import annotations

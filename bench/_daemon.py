@@ -40,7 +40,7 @@ def write_toml(path: Path, groups: dict[str, dict[str, Any]]) -> Path:
 class Remedyd:
     """One `python -m daemon run`; start() returns the seconds until /readyz answered 200."""
 
-    def __init__(self, workdir: Path, docker_url: str, *, rules: str | None = None,
+    def __init__(self, workdir: Path, docker_url: str | None, *, rules: str | None = None,
                  audit: Path | None = None, extra: dict[str, dict[str, Any]] | None = None,
                  python_flags: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,8 @@ class Remedyd:
             (rules_path / "rules.yaml").write_text(rules)
         groups: dict[str, dict[str, Any]] = {
             "server": {"listen": f"127.0.0.1:{self.port}"},
-            "docker": {"enabled": True, "url": docker_url},
+            # No engine named: Docker off (a Kubernetes-only daemon).
+            "docker": {"enabled": True, "url": docker_url} if docker_url else {"enabled": False},
             "audit": {"path": str(self.audit_path)},
             "rules": {"paths": [str(rules_path)]},
         }

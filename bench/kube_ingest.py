@@ -484,6 +484,8 @@ def main() -> int:
         "daemon_decoder": daemon_decoder_name(),
         "median_events_per_s": results,
         "cpu_us_per_update_by_stage": breakdown,
+        # The machine's speed cancels out: the whole pipeline in units of json.loads alone.
+        "pipeline_cost_x_json_loads": round(rate("decode json") / rate("pipeline daemon"), 2),
         "kubernetes_asyncio_models": {"lines": min(args.model_events, len(lines)), **typed},
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": rate("pipeline daemon") >= TARGET_EVENTS_PER_S,
@@ -496,6 +498,8 @@ def main() -> int:
     for name in decode:
         print(f"  {name:8s} decode {rate(f'decode {name}'):>9,}   pipeline "
               f"{rate(f'pipeline {name}'):>8,}")
+    print(f"  the daemon's pipeline costs {data['pipeline_cost_x_json_loads']} x json.loads "
+          "of the same lines")
     print(f"  {outcome['engine_events']:,} Events reached the engine per round "
           f"({outcome['engine_events'] / len(lines):.1%} of Pod updates), "
           f"{outcome['decisions']:,} decisions, {outcome['evaluation_problems']} "
