@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -80,6 +89,80 @@ KUBE_KINDS: tuple[KubeKind, ...] = ("pods", "deployments", "replicasets", "event
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class LeaderElectionSettings(_Group):
+    """One actor among replicas, over a coordination.k8s.io/v1 Lease (client-go's timings)."""
+
+    # "auto": on when running in a cluster (replicas there), off elsewhere (a laptop).
+    enabled: bool | Literal["auto"] = "auto"
+    lease_name: str = Field(default="remedyd", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                            max_length=253)
+    # Unset: the pod's own namespace (service account), else "default".
+    lease_namespace: str | None = None
+    # A lease not renewed for this long may be taken by another replica.
+    lease_duration: Duration = 15.0
+    # The leader stops acting when it could not renew for this long (before its lease
+    # can expire elsewhere).
+    renew_deadline: Duration = 10.0
+    # How often to try to acquire or renew.
+    retry_period: Duration = 2.0
+    # Unset: POD_NAME (the downward API), else the hostname.
+    identity: str | None = None
+
+    @model_validator(mode="after")
+    def _timings(self) -> LeaderElectionSettings:
+        if not self.lease_duration > self.renew_deadline:
+            raise ValueError(f"lease_duration ({self.lease_duration:g}s) must be longer than "
+                             f"renew_deadline ({self.renew_deadline:g}s)")
+        if not self.renew_deadline > 1.2 * self.retry_period:
+            raise ValueError(f"renew_deadline ({self.renew_deadline:g}s) must be longer than "
+                             f"1.2 x retry_period ({1.2 * self.retry_period:g}s)")
+        if self.retry_period <= 0:
+            raise ValueError("retry_period must be positive")
+        return self
+
+    def resolved_identity(self) -> str:
+        return self.identity or os.environ.get("POD_NAME") or socket.gethostname()
+
+    def resolved_namespace(self) -> str:
+        if self.lease_namespace:
+            return self.lease_namespace
+        try:
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+        except OSError:
+            return "default"
+
+
+class BlastRadiusSettings(_Group):
+    """Limits on how much of a workload or a namespace remedyd may touch (per-rule
+    `blast_radius:` overrides them); a pod action past them is refused."""
+
+    # At most this share of a workload's pods acted on within `window` (0.25: a quarter;
+    # at least one pod is always allowed).
+    max_workload_share: float = Field(default=0.25, gt=0, le=1)
+    # And at most this many pods of one namespace within `window`.
+    max_namespace_pods: int = Field(default=10, ge=1)
+    window: Duration = 600.0
+    # More than this share of a workload's pods unhealthy at once: the cause is shared
+    # (a dependency down), not the pods; per-pod actions are short-circuited and one
+    # notification goes out for the whole set.
+    max_unhealthy_share: float = Field(default=0.4, gt=0, le=1)
+
+
+class KubeStateSettings(_Group):
+    """Where replicas share what survives a failover (cooldowns, budgets, rollbacks)."""
+
+    # "configmap": a ConfigMap written with optimistic concurrency; "audit": this
+    # process's audit log only (one replica, or systemd).
+    store: Literal["configmap", "audit"] = "configmap"
+    configmap_name: str = Field(default="remedyd-state",
+                                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    # Unset: the lease's namespace.
+    configmap_namespace: str | None = None
+
+
 class KubernetesSettings(_Group):
     # "auto": in-cluster service account, else KUBECONFIG / ~/.kube/config, else off.
     enabled: bool | Literal["auto"] = "auto"
@@ -95,7 +178,29 @@ class KubernetesSettings(_Group):
     request_timeout: Duration = 10.0
     # No event or bookmark for this long: the watch is dead even if its socket is not.
     stall_timeout: Duration = 70.0
-    # `mode` ("cluster" | "node") and `[kubernetes.leader_election]` come next; not yet.
+    # "cluster": one replica (the Lease holder) acts on everything. "node": every replica
+    # (a DaemonSet pod) watches and acts on the pods of its own node; workload- and
+    # cluster-scoped actions (rollback, scale, cordon) go through one elected leader.
+    mode: Literal["cluster", "node"] = "cluster"
+    # Node mode: this replica's node. Unset: NODE_NAME (the downward API).
+    node_name: str | None = None
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+    blast_radius: BlastRadiusSettings = Field(default_factory=BlastRadiusSettings)
+    state: KubeStateSettings = Field(default_factory=KubeStateSettings)
+
+    @model_validator(mode="after")
+    def _node_mode_has_a_node(self) -> KubernetesSettings:
+        if self.mode == "node" and not self.resolved_node_name():
+            raise ValueError('mode = "node" needs node_name or the NODE_NAME environment '
+                             "variable (the downward API's spec.nodeName)")
+        return self
+
+    def resolved_node_name(self) -> str | None:
+        return self.node_name or os.environ.get("NODE_NAME") or None
+
+    def leader_election_on(self) -> bool:
+        setting = self.leader_election.enabled
+        return self.in_cluster() if setting == "auto" else bool(setting)
 
     def resolved_kubeconfig(self) -> Path | None:
         """The kubeconfig to load; None means in-cluster (or nothing found)."""
