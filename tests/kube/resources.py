@@ -43,6 +43,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "Namespace", "namespaces", False, ("ns",), status_subresource=True),
     Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), has_spec=False),
     Kind("", "v1", "Event", "events", True, ("ev",), has_spec=False),
+    Kind("", "v1", "ConfigMap", "configmaps", True, ("cm",), has_spec=False),
     Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",), status_subresource=True),
     Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), status_subresource=True),
     Kind("events.k8s.io", "v1", "Event", "events", True, ("ev",), has_spec=False),

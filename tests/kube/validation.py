@@ -1,10 +1,12 @@
 """API validation the test bed applies on create and update: RBAC roles and bindings, as
 pkg/apis/rbac/validation does (a rule with no verbs, a resource rule with no API group, a
-binding to a kind of role that cannot be bound are 422 Invalid)."""
+binding to a kind of role that cannot be bound are 422 Invalid), and ConfigMaps as
+pkg/apis/core/validation does (config keys, at most 1 MiB of data)."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +128,30 @@ def _subject(subject: dict[str, Any], namespaced: bool, path: str) -> list[Field
     return errors
 
 
+# core/v1 ValidateConfigMap: data and binaryData together, keys plus values.
+MAX_CONFIG_MAP_BYTES = 1024 * 1024
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _config_map(obj: dict[str, Any], namespaced: bool) -> list[FieldError]:
+    errors: list[FieldError] = []
+    size = 0
+    for field in ("data", "binaryData"):
+        for key, value in (obj.get(field) or {}).items():
+            size += len(key) + len(str(value).encode())
+            if len(key) > 253 or not _CONFIG_KEY.match(key) or key in (".", ".."):
+                errors.append(invalid(f"{field}[{key}]", key, (
+                    "a valid config key must consist of alphanumeric characters, '-', '_' "
+                    "or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used "
+                    "for validation is '[-._a-zA-Z0-9]+')")))
+    if size > MAX_CONFIG_MAP_BYTES:
+        errors.append(FieldError("[]", "FieldValueTooLong",
+                                 f"Too long: may not be more than {MAX_CONFIG_MAP_BYTES} bytes"))
+    return errors
+
+
 _CHECKS = {
+    ("", "ConfigMap"): _config_map,
     (RBAC_GROUP, "Role"): _role, (RBAC_GROUP, "ClusterRole"): _role,
     (RBAC_GROUP, "RoleBinding"): _binding, (RBAC_GROUP, "ClusterRoleBinding"): _binding,
 }
