@@ -51,7 +51,8 @@ class Request:
 
 @dataclass
 class Fault:
-    """Applies to the next `count` requests matching method, path regex and watch-ness.
+    """Applies to the next `count` requests matching method, path regex, watch-ness and
+    User-Agent regex (one client of several: a leader's Lease renewals).
 
     status: answer `code` with a real Status body (Retry-After for 429).
     drop:   (watches) send `after_events` events, then abort the connection mid-stream.
@@ -71,10 +72,13 @@ class Fault:
     after_events: int = 0
     retry_after: int = 1
     delay: float = 0.0
+    user_agent: str | None = None
     hits: int = 0
 
-    def matches(self, method: str, path: str, is_watch: bool) -> bool:
+    def matches(self, method: str, path: str, is_watch: bool, user_agent: str = "") -> bool:
         if self.count <= 0:
+            return False
+        if self.user_agent is not None and re.search(self.user_agent, user_agent) is None:
             return False
         if self.method is not None and self.method != method:
             return False
@@ -92,9 +96,10 @@ class Faults:
         self.pending.append(fault)
         return fault
 
-    def take(self, method: str, path: str, is_watch: bool) -> Fault | None:
+    def take(self, method: str, path: str, is_watch: bool,
+             user_agent: str = "") -> Fault | None:
         for fault in self.pending:
-            if fault.matches(method, path, is_watch):
+            if fault.matches(method, path, is_watch, user_agent):
                 fault.count -= 1
                 fault.hits += 1
                 return fault

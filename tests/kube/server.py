@@ -199,7 +199,7 @@ class KubeApiServer:
     async def _handle(self, request: web.Request, entry: Request,
                       raw: bytes) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
-        fault = self.bed.faults.take(request.method, path, entry.is_watch)
+        fault = self.bed.faults.take(request.method, path, entry.is_watch, entry.user_agent)
         if fault is not None and fault.action == "status":
             raise self._fault_error(fault.code, path, fault.retry_after, request.method,
                                     entry.is_watch)
