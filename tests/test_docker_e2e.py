@@ -324,5 +324,9 @@ def test_periodic_reconcile_heals_what_the_engine_silently_skipped(
 
     wait_for(lambda: successful_restarts(daemon, sick), 30, "the periodic listing to heal it")
     [decision] = [d for d in records_for(daemon, sick, "decision") if d["decision"] == "act"]
-    assert decision["event"]["synthetic"] is True  # the stream never delivered it
+    # The stream never delivered it: the periodic replay found it in dockerd's buffer, or,
+    # once the flood pushed it out of there, the container's state made it up (synthetic).
+    replayed = daemon.metric("remedyd_source_recovered_events_total", source="docker",
+                             via="replay") or 0
+    assert decision["event"]["synthetic"] is True or replayed >= 1, decision["event"]
     assert daemon.metric("remedyd_source_reconnects_total", source="docker") == 0
