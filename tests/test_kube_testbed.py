@@ -295,6 +295,21 @@ async def test_watch_from_a_version_replays_the_gap_then_follows(
     assert gap[0]["object"]["kind"] == "Pod"
 
 
+async def test_a_replayed_gap_holds_only_the_watched_kind(
+        kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
+    # One resourceVersion counter spans every kind: the gap a pod watch replays must not
+    # carry the Node (or the leader election Lease) written meanwhile.
+    kube.bed.apply(pod("a"))
+    since = kube.bed.store.rv
+    kube.bed.add_node("node-9")
+    kube.bed.apply(pod("b"))
+    async with http.get("/api/v1/pods", params={"watch": "true", "timeoutSeconds": "1",
+                                                "resourceVersion": str(since)}) as r:
+        events = await read_events(r, 2, limit=3)
+    assert [(e["type"], e["object"]["kind"], e["object"]["metadata"]["name"])
+            for e in events] == [("ADDED", "Pod", "b")]
+
+
 async def test_send_initial_events_ends_with_the_marked_bookmark(
         kube: KubeApiServer, http: aiohttp.ClientSession) -> None:
     kube.bed.apply(pod("a"))

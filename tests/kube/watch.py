@@ -91,7 +91,9 @@ async def serve_watch(request: web.Request, store: Store, kind: Kind, match: Pre
                 changes = []
                 timeout = 0
             for change in changes:
-                event = filtered(change, match)
+                # The history spans every kind (one resourceVersion counter); a watch
+                # replays its own kind's changes only, as the watch cache does.
+                event = filtered(change, match) if change.kind == kind else None
                 if event is not None:
                     backlog.append(event)
 
