@@ -1,11 +1,14 @@
-# remedyd as a container beside a Docker Compose stack (see deploy/compose/).
+# remedyd as a container beside a Docker Compose stack (deploy/compose/) or in Kubernetes
+# (deploy/kubernetes/, hence the kubernetes extra).
 FROM python:3.11-slim
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/remedyd --create-home remedyd
 WORKDIR /opt/remedyd
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
-RUN pip install --no-cache-dir . && rm -rf /root/.cache
+# This checkout with its extra, not a package from an index: pyproject.toml bounds its deps.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[kubernetes]" && rm -rf /root/.cache
 COPY rules /etc/remedyd/rules
 COPY config.example.toml /etc/remedyd/config.toml
 
