@@ -89,6 +89,9 @@ class Metrics:
                                       registry=r)
         self.audit_healthy = Gauge("remedyd_audit_writable",
                                    "1 while the audit log accepts writes.", registry=r)
+        self.leader = Gauge("remedyd_leader",
+                            "1 while this replica holds the Kubernetes Lease and acts as "
+                            "leader (renewed in time, state restored).", registry=r)
         self.audit_last_seq = Gauge("remedyd_audit_last_seq",
                                     "Seq of the newest audit record: a copy of the checkpoint "
                                     "kept off the host shows a cut tail.", registry=r)
