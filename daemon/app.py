@@ -42,7 +42,7 @@ AUDIT_CHECKPOINT_LOG_INTERVAL = 600.0
 CHECKPOINT_DELAY = 0.05
 # How far back the audit log is read on start to restore cooldowns and budgets.
 RESTORE_RECORDS = 20_000
-_RESTORED_KEYS = ("kind", "decision", "rule", "time", "target", "actions")
+_RESTORED_KEYS = ("kind", "decision", "rule", "time", "target", "actions", "kept")
 # A second SIGTERM/SIGINT cancels in-flight actions; this long after it the process exits
 # whatever is still running.
 FORCED_EXIT_AFTER = 3.0
@@ -95,7 +95,7 @@ class Daemon:
 
     def _plug_integrations(self) -> None:
         ctx = BuildContext(emit=self.bus.emit, metrics=self.metrics, http=self.http_client,
-                           stack=self._stack)
+                           stack=self._stack, resubmit=self.executor.resubmit)
         self._stack.push_async_callback(self.http_client.close)
         for cls in INTEGRATIONS:
             integration: Integration = cls(self.settings)

@@ -137,6 +137,14 @@ class Executor:
         decision = self.retarget(decision)
         if self._coalesce(decision):
             return None
+        return self._start(decision)
+
+    def resubmit(self, decision: Decision) -> asyncio.Task[None] | None:
+        """Judge again a decision a guard held back until it could be (a partition healed):
+        not coalesced, since its own first submission opened that window."""
+        return self._start(decision) if self.accepting else None
+
+    def _start(self, decision: Decision) -> asyncio.Task[None]:
         task = asyncio.create_task(self.handle(decision), name=f"incident-{decision.incident_id}")
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
@@ -278,6 +286,9 @@ class Executor:
             record["reason"] = next(r.reason for r in results if r.verdict == "escalate")
         if refused is None and (intents := self._intents(ctx)):
             record["intent"] = intents
+        kept = {r.guard: dict(r.keep) for r in results if r.keep}
+        if refused is None and kept:
+            record["kept"] = kept
         try:
             self.audit.append("decision", record)
         except AuditUnavailable as exc:
@@ -295,7 +306,7 @@ class Executor:
             self.metrics.escalations.labels(rule.name).inc()
             log.warning("rule %s on %s: budget exhausted, escalating", rule.name,
                         decision.target.name)
-        spend = Spend(rule, decision.target.key, ctx.escalation, ctx.mutating, ctx.now)
+        spend = Spend(rule, decision.target.key, ctx.escalation, ctx.mutating, ctx.now, kept)
         for guard in self.guards:
             guard.commit(spend)
         return _Intent(decision, status, ctx.plan, self.clock())
@@ -478,8 +489,11 @@ class Executor:
             if rule is None or not stamp or age < 0:
                 continue
             names = [a.get("name") for a in record.get("actions") or [] if isinstance(a, dict)]
+            kept = record.get("kept")
             spend = Spend(rule, target, status == "escalate",
-                          changes_something(self.actions, map(str, names)), now - age)
+                          changes_something(self.actions, map(str, names)), now - age,
+                          {k: v for k, v in kept.items() if isinstance(v, dict)}
+                          if isinstance(kept, dict) else {})
             for guard in self.guards:
                 guard.commit(spend)
             restored += 1

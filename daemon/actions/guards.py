@@ -28,6 +28,10 @@ class GuardResult:
     reason: str = ""
     # For "escalate": what runs instead of the rule's actions.
     instead: tuple[ActionSpec, ...] = ()
+    # What a guard that keeps state counted for this decision (a blast radius: the pod's
+    # workload and namespace), when the target alone does not say: audited in the
+    # decision record under `kept` and handed back to its commit, live and on restore.
+    keep: Mapping[str, Any] = field(default_factory=dict)
 
     def as_record(self) -> dict[str, str]:
         record = {"guard": self.guard, "verdict": self.verdict}
@@ -45,6 +49,8 @@ class Spend:
     escalation: bool
     mutating: bool
     at: float
+    # Per guard name, what its GuardResult asked to keep (see GuardResult.keep).
+    kept: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

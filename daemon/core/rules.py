@@ -60,6 +60,16 @@ class Budget(BaseModel):
     then: list[ActionSpec] = Field(default_factory=list)
 
 
+class BlastRadius(BaseModel):
+    """A rule's own limits on how many pods its actions touch ([kubernetes.blast_radius]
+    gives the rest): a share of a workload's pods and a number of a namespace's, per window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_workload_share: float | None = Field(default=None, gt=0, le=1)
+    max_namespace_pods: int | None = Field(default=None, ge=1)
+    window: Duration | None = Field(default=None, gt=0)
+
+
 class Occurrences(BaseModel):
     """Fire only when the condition matched `count` times within `within` for one subject."""
 
@@ -85,6 +95,7 @@ class Rule(BaseModel):
     occurrences: Occurrences | None = None
     cooldown: Duration = 0.0
     budget: Budget | None = None
+    blast_radius: BlastRadius | None = None
     dry_run: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 from daemon.actions.base import Action
 from daemon.actions.guards import Guard
 from daemon.clients.http import HttpClient
+from daemon.core.decisions import Decision
 from daemon.core.events import Event
 from daemon.settings import Settings
 from daemon.telemetry.metrics import Metrics
@@ -62,6 +63,9 @@ class BuildContext:
     metrics: Metrics
     http: HttpClient
     stack: AsyncExitStack
+    # Hands the executor again a decision a guard held back (a partition guard, once the
+    # cache has re-synced); None where nothing executes (remedyd check).
+    resubmit: Callable[[Decision], object] | None = None
 
 
 @dataclass

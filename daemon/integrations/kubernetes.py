@@ -24,8 +24,9 @@ class KubernetesIntegration(Integration):
                          surprising=False)
 
     def build(self, ctx: BuildContext) -> Plugged:
+        from daemon.actions.guards import Guard
         from daemon.actions.kube.catalog import kube_actions
-        from daemon.actions.kube.guards import CacheSyncedGuard
+        from daemon.actions.kube.guards import CacheSyncedGuard, blast_radius_guards
         from daemon.clients.kubernetes import RESOURCES, KubeClient
         from daemon.kube.cache import Cache
         from daemon.sources.kubernetes import KubernetesSource, Tuning
@@ -39,5 +40,6 @@ class KubernetesIntegration(Integration):
                                   kube.namespaces, kube.label_selector,
                                   Tuning(stall_timeout=kube.stall_timeout), cache=cache)
         watched = frozenset(RESOURCES[kind].kind for kind in kube.kinds)
-        return Plugged(sources=[source], actions=kube_actions(client, cache),
-                       guards=[(CacheSyncedGuard(cache, watched), "target")])
+        guards: list[tuple[Guard, str]] = [(CacheSyncedGuard(cache, watched), "target")]
+        guards.extend(blast_radius_guards(cache, source, kube.blast_radius, ctx.resubmit))
+        return Plugged(sources=[source], actions=kube_actions(client, cache), guards=guards)

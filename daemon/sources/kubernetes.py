@@ -69,6 +69,9 @@ class _Scope:
     lists: int = 0
     watches: int = 0
     error: str | None = None
+    # Why the cache may be behind the server since the last list or watch event (a
+    # broken stream, a 410, failing requests); None once a relist or a re-watch caught up.
+    gap: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +104,30 @@ class KubernetesSource:
         self._waits_for = {kind: tuple(k for k in needs if k in watched)
                            for kind, needs in LOOKS_UP.items()}
         self._held: collections.deque[Change] = collections.deque()
+        self._on_resync: list[Callable[[str], object]] = []
         metrics.source_connected.labels(SOURCE).set(0)
         metrics.source_synced.labels(SOURCE).set(0)
 
     @property
     def synced(self) -> bool:
         return all(informer.synced for informer in self._informers)
+
+    def in_sync(self, kind: str) -> tuple[bool, str]:
+        """Whether the cache of `kind` (e.g. "Pod") is as current as its watch can make it,
+        and if not why: listed, and no gap since (a kind not watched here is not behind)."""
+        for informer in self._informers:
+            if informer.resource.kind != kind:
+                continue
+            for scope in informer.scopes:
+                if not scope.listed:
+                    return False, "not listed yet"
+                if scope.gap is not None:
+                    return False, scope.gap
+        return True, ""
+
+    def on_resync(self, callback: Callable[[str], object]) -> None:
+        """Call `callback(kind)` whenever a kind is back in sync after a gap."""
+        self._on_resync.append(callback)
 
     def status(self) -> dict[str, Any]:
         return {"synced": self.synced, "peer": self.client.peer,
@@ -177,7 +198,8 @@ class _Informer:
     def status(self) -> dict[str, Any]:
         return {"synced": self.synced, "scopes": [
             {"namespace": s.namespace or "*", "listed": s.listed, "resourceVersion": s.version,
-             "lists": s.lists, "watches": s.watches, "error": s.error} for s in self.scopes]}
+             "lists": s.lists, "watches": s.watches, "error": s.error, "gap": s.gap}
+            for s in self.scopes]}
 
     async def run(self, scope: _Scope) -> None:
         tuning = self.source._tuning
@@ -191,6 +213,7 @@ class _Informer:
                     relist = False
                 if await self._watch(scope):
                     backoff.reset()
+                    self._caught_up(scope)  # a whole watch without a gap
                 else:
                     delay = backoff.next_delay()
                 self._ok(scope)
@@ -198,6 +221,7 @@ class _Informer:
                 log.info("%s: resourceVersion %s expired (410): listing again",
                          self._what(scope), scope.version)
                 self.source._metrics.gaps.labels(SOURCE, "expired").inc()
+                scope.gap = f"resourceVersion {scope.version} expired (410): relisting"
                 relist = True
             except KubeStreamBroken as exc:
                 log.warning("%s: %s; watching again from %s", self._what(scope), exc,
@@ -257,6 +281,7 @@ class _Informer:
         scope.lists += 1
         self._ok(scope)
         self.source._publish(changes)
+        self._caught_up(scope)
 
     async def _watch(self, scope: _Scope) -> bool:
         """Follow one watch to its end; False when it ended at once with nothing in it."""
@@ -292,6 +317,8 @@ class _Informer:
                 self.source._publish([change])
         if isinstance(version, str) and version:
             scope.version = version
+        # The server accepted the version and streams from it: the watch caught up.
+        self._caught_up(scope)
 
     def _ok(self, scope: _Scope) -> None:
         if scope.error is not None:
@@ -301,7 +328,21 @@ class _Informer:
 
     def _fail(self, scope: _Scope, error: str) -> None:
         scope.error = error
+        scope.gap = error
         self.source._state_changed()
+
+    def _caught_up(self, scope: _Scope) -> None:
+        if scope.gap is None:
+            return
+        scope.gap = None
+        if self.in_sync:
+            log.info("%s: in sync again", self._what(scope))
+            for callback in self.source._on_resync:
+                callback(self.resource.kind)
+
+    @property
+    def in_sync(self) -> bool:
+        return all(scope.listed and scope.gap is None for scope in self.scopes)
 
     def _what(self, scope: _Scope) -> str:
         return f"kubernetes {self.resource.plural}" + (

@@ -1,10 +1,18 @@
-"""The guard the Kubernetes integration adds to the executor's chain."""
+"""The guards the Kubernetes integration adds to the executor's chain."""
 
 from __future__ import annotations
 
-from daemon.actions.guards import BaseGuard, GuardContext, GuardResult
+from collections.abc import Callable
+
+from daemon.actions.guards import BaseGuard, Guard, GuardContext, GuardResult
 from daemon.actions.kube.base import KubeAction
+from daemon.actions.kube.blast import BlastRadiusGuard
+from daemon.actions.kube.partition import KindHealth, PartitionGuard
+from daemon.actions.kube.podscope import Limits
+from daemon.actions.kube.shortcircuit import UnhealthyShareGuard
+from daemon.core.decisions import Decision
 from daemon.kube.cache import Cache
+from daemon.settings import BlastRadiusSettings
 
 
 class CacheSyncedGuard(BaseGuard):
@@ -28,3 +36,16 @@ class CacheSyncedGuard(BaseGuard):
                 if not self.cache.synced(kind):
                     return self.refuse(f"the {kind} cache has not listed yet")
         return self.ok()
+
+
+def blast_radius_guards(cache: Cache, health: KindHealth, settings: BlastRadiusSettings,
+                        resubmit: Callable[[Decision], object] | None
+                        ) -> list[tuple[Guard, str]]:
+    """The partition guard right after cache_synced (nothing reads the API server for a
+    kind out of sync), then the short-circuit and the blast radius before preflight; with
+    the guard each goes before."""
+    limits = Limits(settings.max_workload_share, settings.max_namespace_pods,
+                    settings.window, settings.max_unhealthy_share)
+    return [(PartitionGuard(health, resubmit), "target"),
+            (UnhealthyShareGuard(cache, limits), "preflight"),
+            (BlastRadiusGuard(cache, limits), "preflight")]

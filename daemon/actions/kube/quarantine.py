@@ -20,6 +20,9 @@ _DENY_ALL = ["Ingress", "Egress"]
 
 class QuarantinePolicy:
     def __init__(self, client: KubeClient, namespace: str, label: str, value: str) -> None:
+        if not label:
+            # An empty podSelector selects every pod of the namespace: never that.
+            raise PermanentError(f"quarantine in {namespace}: no label to select the pod by")
         self.client, self.namespace, self.label, self.value = client, namespace, label, value
         # A label key holds "/" and "." and may be long: a digest keeps the name valid.
         digest = hashlib.sha256(f"{label}={value}".encode()).hexdigest()[:10]

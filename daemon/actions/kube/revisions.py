@@ -167,15 +167,30 @@ _GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
+class BadSelector(ValueError):
+    """A selector that would select everything (empty, missing) or cannot be read."""
+
+
 def selector(deployment: Obj) -> str:
-    """The Deployment's label selector as a query (LabelSelectorAsSelector: sorted by key)."""
-    spec = (deployment.get("spec") or {}).get("selector") or {}
+    """The Deployment's label selector as a query (LabelSelectorAsSelector: sorted by key).
+    An empty or missing selector is BadSelector, never "" (which lists everything)."""
+    spec = (deployment.get("spec") or {}).get("selector")
+    name = f"deployment {_metadata(deployment).get('namespace')}/" \
+           f"{_metadata(deployment).get('name')}"
+    if not isinstance(spec, Mapping):
+        raise BadSelector(f"{name} has no selector: it would select everything")
     parts = [(str(k), f"{k}={v}") for k, v in (spec.get("matchLabels") or {}).items()]
     for expr in spec.get("matchExpressions") or []:
         key, op, values = str(expr.get("key")), expr.get("operator"), expr.get("values") or []
         listed = ",".join(sorted(str(v) for v in values))
-        parts.append((key, {"In": f"{key} in ({listed})", "NotIn": f"{key} notin ({listed})",
-                            "Exists": key, "DoesNotExist": f"!{key}"}.get(str(op), key)))
+        text = {"In": f"{key} in ({listed})", "NotIn": f"{key} notin ({listed})",
+                "Exists": key, "DoesNotExist": f"!{key}"}.get(str(op))
+        if text is None:
+            raise BadSelector(f"{name}: selector operator {op!r} on {key!r} is not one of In, "
+                              "NotIn, Exists, DoesNotExist")
+        parts.append((key, text))
+    if not parts:
+        raise BadSelector(f"{name} has an empty selector: it would select everything")
     return ",".join(text for _, text in sorted(parts))
 
 

@@ -45,10 +45,13 @@ class Rollout(Mapping[str, Any]):
     kubernetes-asyncio) and is what kubectl reads too.
     """
 
-    def __init__(self, deployment: Mapping[str, Any], replicasets: list[dict[str, Any]]) -> None:
+    def __init__(self, deployment: Mapping[str, Any], replicasets: list[dict[str, Any]],
+                 bad_selector: str = "") -> None:
         self.deployment = deployment
         self.replicasets = revisions.owned(deployment, replicasets)
         self.current = revisions.current(deployment, self.replicasets)
+        # Why its ReplicaSets were not listed: a selector that would select everything.
+        self.bad_selector = bad_selector
 
     def __getitem__(self, key: str) -> Any:
         return self.deployment[key]
@@ -167,16 +170,19 @@ class Rollback(KubeAction):
         if deployment is None:
             return None
         try:
-            replicasets, _ = await self.client.list(REPLICASETS, target.namespace or None,
-                                                    revisions.selector(deployment))
+            query = revisions.selector(deployment)
+        except revisions.BadSelector as exc:
+            return Rollout(deployment, [], bad_selector=str(exc))
+        try:
+            replicasets, _ = await self.client.list(REPLICASETS, target.namespace or None, query)
         except KubeError as exc:
             raise api_error(exc, f"list the replicasets of deployment {_where(target)}") \
                 from None
         return Rollout(deployment, replicasets)
 
     def superseded(self, decision: Decision, state: Mapping[str, Any] | None) -> str | None:
-        if not isinstance(state, Rollout):
-            return None  # gone: preflight says so
+        if not isinstance(state, Rollout) or state.bad_selector:
+            return None  # gone, or its ReplicaSets unknown: preflight says so
         bad = BadRevision.of(decision.event)
         if bad.is_current(state) is not False:
             return None
@@ -192,6 +198,8 @@ class Rollback(KubeAction):
     def _refusal(self, rollout: Rollout, params: RollbackParams
                  ) -> tuple[Revision | None, Refusal | None]:
         """The revision to roll back to, or why not (kubectl's refusals, then remedyd's)."""
+        if rollout.bad_selector:
+            return None, Refusal("selector", f"{rollout.bad_selector}; refusing to act on it")
         if (rollout.deployment.get("spec") or {}).get("paused"):
             return None, Refusal("preflight", "you cannot rollback a paused deployment; "
                                  "resume it first with 'kubectl rollout resume'")
