@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -42,7 +42,8 @@ AUDIT_CHECKPOINT_LOG_INTERVAL = 600.0
 CHECKPOINT_DELAY = 0.05
 # How far back the audit log is read on start to restore cooldowns and budgets.
 RESTORE_RECORDS = 20_000
-_RESTORED_KEYS = ("kind", "decision", "rule", "time", "target", "actions", "kept")
+_RESTORED_KEYS = ("kind", "incident", "decision", "rule", "time", "target", "actions",
+                  "kept")
 # A second SIGTERM/SIGINT cancels in-flight actions; this long after it the process exits
 # whatever is still running.
 FORCED_EXIT_AFTER = 3.0
@@ -71,6 +72,7 @@ class Daemon:
         self.sources: list[Source] = []
         self.actions: dict[str, Action] = {}
         self.integrations: dict[str, Switch] = {}
+        self._before_acting: list[Callable[[], Awaitable[None]]] = []
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
         self.evaluator = Evaluator(self.ruleset)
@@ -95,7 +97,8 @@ class Daemon:
 
     def _plug_integrations(self) -> None:
         ctx = BuildContext(emit=self.bus.emit, metrics=self.metrics, http=self.http_client,
-                           stack=self._stack, resubmit=self.executor.resubmit)
+                           stack=self._stack, resubmit=self.executor.resubmit,
+                           executor=self.executor, restore=self.restore_records)
         self._stack.push_async_callback(self.http_client.close)
         for cls in INTEGRATIONS:
             integration: Integration = cls(self.settings)
@@ -109,6 +112,7 @@ class Daemon:
                 self.actions[action.name] = action
             for guard, before in plugged.guards:
                 self.executor.insert_guard(guard, before)
+            self._before_acting.extend(plugged.before_acting)
         self.executor.actions = dict(self.actions)
 
     # -- what the HTTP layer reads ---------------------------------------------------------
@@ -181,11 +185,16 @@ class Daemon:
         self.metrics.audit_healthy.set(1)
         return True
 
-    def _restore_guards(self) -> None:
-        def rule_named(name: str) -> Rule | None:
-            compiled = self.ruleset.by_name(name)
-            return compiled.rule if compiled else None
+    def _rule_named(self, name: str) -> Rule | None:
+        compiled = self.ruleset.by_name(name)
+        return compiled.rule if compiled else None
 
+    def restore_records(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Cooldowns, budgets and remembered steps from records read elsewhere (the
+        Kubernetes shared state); an incident already restored or decided here counts once."""
+        return self.executor.restore(records, self._rule_named, time.time())
+
+    def _restore_guards(self) -> None:
         now = time.time()
         horizon = now - self._guard_horizon()
         records: list[dict[str, Any]] = []
@@ -205,7 +214,7 @@ class Daemon:
         except AuditUnavailable:
             return
         records.reverse()  # oldest first, as the guards' windows expect
-        restored = self.executor.restore(records, rule_named, now)
+        restored = self.executor.restore(records, self._rule_named, now)
         if restored:
             log.info("restored cooldowns and budgets from %d audited decision(s)", restored)
 
@@ -306,6 +315,12 @@ class Daemon:
         self.load_rules()
         self._restore_guards()
         await self._close_interrupted()
+        for callback in self._before_acting:
+            try:
+                await callback()
+            except Exception as exc:  # the audit-log restore stands
+                log.error("before acting: %s failed: %s",
+                          getattr(callback, "__qualname__", callback), exc)
         self.metrics.audit_last_seq.set(self.audit.last_seq)
         self._announced = True
         self._lifecycle("started", rules=len(self.ruleset.rules),

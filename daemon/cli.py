@@ -182,7 +182,8 @@ def _needs(settings: Settings, ruleset: RuleSet) -> list[PolicyRule]:
 
     steps = [(ACTIONS[spec.name], targets_of(compiled.rule)) for compiled in ruleset.rules
              for _, spec in steps_of(compiled.rule) if spec.name in ACTIONS]
-    return required(settings.kubernetes.kinds, steps)
+    return required(settings.kubernetes.kinds, steps,
+                    shared_state=settings.kubernetes.state.store == "configmap")
 
 
 def _uses_kubernetes(ruleset: RuleSet) -> bool:

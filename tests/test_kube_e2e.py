@@ -23,7 +23,10 @@ ROLLBACK_RULE = "kube-rollback-crashloop-after-rollout"
 
 
 def remedyd_writes(kube: KubeApiServer) -> list[Request]:
-    return [r for r in kube.bed.log.mutations() if r.user_agent.startswith(REMEDYD_AGENT)]
+    """What remedyd changed in the cluster; its own shared state (the ConfigMap
+    tests/test_kube_shared_state.py covers) aside."""
+    return [r for r in kube.bed.log.mutations() if r.user_agent.startswith(REMEDYD_AGENT)
+            and "/configmaps" not in r.path]
 
 
 def daemon_for(tmp_path: Path, kubeconfig: Path, sink: WebhookSink,

@@ -307,14 +307,7 @@ async def test_killed_between_the_patch_and_its_outcome_it_still_knows_what_it_l
                        "kinds": ["pods", "replicasets", "deployments"]}})
     await asyncio.to_thread(daemon.start)
     try:
-        # The rollback lands, but its answer never reaches remedyd before it is killed.
-        kube.bed.faults.add("slow", method="PATCH", path="/deployments/web$", delay=60)
-        kube.bed.controller.crash_images.add("example/web:2.0")
-        kube.bed.apply(deployment("example/web:2.0", replicas=1))
-        await kube.bed.log.wait_for("PATCH", "/deployments/web$", limit=20)
-        await until(lambda: image(kube) == "example/web:1.0", "the rollback to land")
-        await asyncio.to_thread(daemon.signal, 9)
-        await asyncio.to_thread(daemon.proc.wait, 10)  # type: ignore[union-attr]
+        await killed_once_the_rollback_landed(kube, daemon)
         assert daemon.audit("outcome") == [], "killed before the outcome was written"
 
         await asyncio.to_thread(daemon.start)
@@ -331,6 +324,18 @@ async def test_killed_between_the_patch_and_its_outcome_it_still_knows_what_it_l
         refused
     assert "example/web:2.0" in refused["reason"]
     assert len(patches(kube)) == 1
+
+
+async def killed_once_the_rollback_landed(kube: KubeApiServer, daemon: DaemonProcess) -> None:
+    """Revision 2 crash-loops; remedyd's rollback lands, but its answer never reaches it
+    before it is killed (-9)."""
+    kube.bed.faults.add("slow", method="PATCH", path="/deployments/web$", delay=60)
+    kube.bed.controller.crash_images.add("example/web:2.0")
+    kube.bed.apply(deployment("example/web:2.0", replicas=1))
+    await kube.bed.log.wait_for("PATCH", "/deployments/web$", limit=20)
+    await until(lambda: image(kube) == "example/web:1.0", "the rollback to land")
+    await asyncio.to_thread(daemon.signal, 9)
+    await asyncio.to_thread(daemon.proc.wait, 10)  # type: ignore[union-attr]
 
 
 def image(kube: KubeApiServer) -> str:

@@ -46,6 +46,8 @@ KUBE_RULES = "rules:" + ROLLBACK + CORDON
 KINDS = ["pods", "deployments", "replicasets", "networkpolicies"]
 # Nodes are not watched here, only cordoned.
 EXPECTED_RULES = [
+    # [kubernetes.state] store = "configmap" (the default): the shared state's ConfigMap.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "patch"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
@@ -177,7 +179,8 @@ def test_check_names_the_verbs_and_resources_the_rules_need(tmp_path: Path) -> N
     done = remedyd(tmp_path, "check", KUBE_RULES, kinds=KINDS)
     assert done.returncode == 0, done.stdout
     needs = [line for line in done.stdout.splitlines() if line.startswith("kubernetes:")]
-    assert needs == ["kubernetes: the rules need: get,patch nodes; list,watch pods; "
+    assert needs == ["kubernetes: the rules need: create,get,patch configmaps; "
+                     "get,patch nodes; list,watch pods; "
                      "get,list,patch,watch deployments.apps; list,watch replicasets.apps; "
                      "list,watch networkpolicies.networking.k8s.io"]
     docker_only = remedyd(tmp_path, "check", """

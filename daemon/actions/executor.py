@@ -15,7 +15,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ log = logging.getLogger("remedyd.executor")
 # The steps handed back to `Action.remember` on start: done, or maybe done (the daemon
 # died between the intent and the outcome).
 REMEMBERED = ("success", "interrupted")
+# Incidents remembered as spent, so that restoring from a second place (the Kubernetes
+# shared state after the audit log, or again on a takeover) counts each once.
+SPENT_INCIDENTS = 50_000
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,12 @@ class Executor:
         self._coalesce_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.in_flight: set[asyncio.Task[None]] = set()
         self.accepting = True
+        # Awaited with each decision that acts or escalates, once audited and committed and
+        # before its actions run (the Kubernetes shared state: a replica killed mid-action
+        # leaves its intent where the next leader reads it); then called with its outcome.
+        self.on_decision: list[Callable[[Decision, Mapping[str, Any]], Awaitable[None]]] = []
+        self.on_outcome: list[Callable[[Decision, Mapping[str, Any]], None]] = []
+        self._spent: OrderedDict[str, None] = OrderedDict()
 
     def default_guards(self) -> list[Guard]:
         return [
@@ -290,7 +300,7 @@ class Executor:
         if refused is None and kept:
             record["kept"] = kept
         try:
-            self.audit.append("decision", record)
+            stored = self.audit.append("decision", record)
         except AuditUnavailable as exc:
             self.audit_gate.failed()
             self.audit_gate.refused_decision(rule.name)
@@ -309,7 +319,24 @@ class Executor:
         spend = Spend(rule, decision.target.key, ctx.escalation, ctx.mutating, ctx.now, kept)
         for guard in self.guards:
             guard.commit(spend)
+        self._spend(decision.incident_id, stored.get("time"))
+        for hook in self.on_decision:
+            try:
+                await hook(decision, stored)
+            except Exception:  # sharing the decision never stops it
+                log.exception("incident %s: a decision hook failed", decision.incident_id)
         return _Intent(decision, status, ctx.plan, self.clock())
+
+    def _spend(self, incident: str, stamp: object) -> bool:
+        """Whether the decision audited as `incident` at `stamp` (its record's time, which
+        every copy of the record keeps) was not spent yet, and now is."""
+        key = f"{incident}@{stamp}"
+        if key in self._spent:
+            return False
+        self._spent[key] = None
+        while len(self._spent) > SPENT_INCIDENTS:
+            self._spent.popitem(last=False)
+        return True
 
     def _intents(self, ctx: GuardContext) -> list[dict[str, Any]]:
         intents = []
@@ -419,14 +446,20 @@ class Executor:
         }
         if error:
             record["error"] = error
-        self._append_outcome(record)
+        stored = self._append_outcome(record)
+        for hook in self.on_outcome:
+            try:
+                hook(decision, stored or record)
+            except Exception:
+                log.exception("incident %s: an outcome hook failed", decision.incident_id)
 
-    def _append_outcome(self, record: dict[str, Any]) -> None:
+    def _append_outcome(self, record: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            self.audit.append("outcome", record)
+            return self.audit.append("outcome", record)
         except (AuditUnavailable, RuntimeError) as exc:
             self.audit_gate.failed()
             log.error("could not audit the outcome of incident %s: %s", record["incident"], exc)
+            return None
 
     # -- start and stop -----------------------------------------------------------------------
 
@@ -484,6 +517,9 @@ class Executor:
                 target = Ref(**record["target"]).key
             except (KeyError, TypeError):
                 continue
+            incident = record.get("incident")
+            if isinstance(incident, str) and not self._spend(incident, record.get("time")):
+                continue  # restored already, or decided here
             stamp = record_time(record)
             age = wall_now - stamp
             if rule is None or not stamp or age < 0:

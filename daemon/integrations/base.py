@@ -9,12 +9,13 @@ are handed to the daemon's AsyncExitStack, which closes them in reverse order.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from daemon.actions.base import Action
+from daemon.actions.executor import Executor
 from daemon.actions.guards import Guard
 from daemon.clients.http import HttpClient
 from daemon.core.decisions import Decision
@@ -66,6 +67,11 @@ class BuildContext:
     # Hands the executor again a decision a guard held back (a partition guard, once the
     # cache has re-synced); None where nothing executes (remedyd check).
     resubmit: Callable[[Decision], object] | None = None
+    # The executor (its decision and outcome hooks), and how records read elsewhere (the
+    # Kubernetes shared state) are restored into it with the loaded rules; None where
+    # nothing executes.
+    executor: Executor | None = None
+    restore: Callable[[Sequence[Mapping[str, Any]]], int] | None = None
 
 
 @dataclass
@@ -74,6 +80,8 @@ class Plugged:
     actions: list[Action] = field(default_factory=list)
     # (guard, the name of the guard it goes before)
     guards: list[tuple[Guard, str]] = field(default_factory=list)
+    # Awaited once on start, before the executor takes a decision (restore shared state).
+    before_acting: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 class Integration(ABC):

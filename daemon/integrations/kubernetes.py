@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from daemon.actions.params import ACTIONS
 from daemon.integrations.base import BuildContext, Integration, Plugged, Switch, tri_state
+from daemon.integrations.kube_state import plug_shared_state
 
 
 class KubernetesIntegration(Integration):
@@ -42,4 +43,8 @@ class KubernetesIntegration(Integration):
         watched = frozenset(RESOURCES[kind].kind for kind in kube.kinds)
         guards: list[tuple[Guard, str]] = [(CacheSyncedGuard(cache, watched), "target")]
         guards.extend(blast_radius_guards(cache, source, kube.blast_radius, ctx.resubmit))
-        return Plugged(sources=[source], actions=kube_actions(client, cache), guards=guards)
+        plugged = Plugged(sources=[source], actions=kube_actions(client, cache), guards=guards)
+        if (state := plug_shared_state(client, self.settings, ctx)) is not None:
+            # Before the first action: on start (with leader election, on each term).
+            plugged.before_acting.append(state.restore_shared_state)
+        return plugged
