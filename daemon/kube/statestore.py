@@ -117,7 +117,9 @@ def trim(entries: Sequence[Entry], now: float, max_bytes: int = MAX_BYTES) -> li
     while total > max_bytes and start < len(kept):
         total -= sizes[start]
         start += 1
-    return kept[start:]
+    kept = kept[start:]
+    _dumps.keep_only([*kept, *entries])
+    return kept
 
 
 def data_key(entry: Mapping[str, Any]) -> str:
@@ -192,5 +194,26 @@ def records(entries: Iterable[Entry]) -> list[dict[str, Any]]:
             for e in sorted(entries, key=lambda e: str(e.get("time") or ""))]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+class _Encodings:
+    """Each entry's JSON, computed once. Entries are never changed once made, and every
+    write sizes and compares all of them: re-encoding 400 entries per write was 5.5 ms of
+    the event loop, and doubled a rollback's latency."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[Entry, str]] = {}
+
+    def __call__(self, entry: Entry) -> str:
+        hit = self._by_id.get(id(entry))
+        if hit is not None and hit[0] is entry:
+            return hit[1]
+        encoded = json.dumps(entry, separators=(",", ":"), sort_keys=True)
+        self._by_id[id(entry)] = (entry, encoded)
+        return encoded
+
+    def keep_only(self, entries: Sequence[Entry]) -> None:
+        """Forget the entries that left the state (the cache holds them alive)."""
+        kept = {id(e) for e in entries}
+        self._by_id = {k: v for k, v in self._by_id.items() if k in kept}
+
+
+_dumps = _Encodings()
