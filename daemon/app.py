@@ -121,14 +121,17 @@ class Daemon:
         checks: dict[str, Any] = {}
         checks["rules"] = self.rule_status.readiness()
         checks["audit"] = self.executor.audit_gate.status()
+        leader: bool | None = None  # with leader election: whether this replica acts
         for source in self.sources:
             status = source.status()
             checks[f"source:{source.name}"] = {"ready": bool(status["synced"]), **status}
+            leader = status.get("leader", leader)
         for name, task in self.supervisor.status().items():
             checks[f"task:{name}"] = {"ready": task["running"], **task}
         if self.draining:
             checks["draining"] = {"ready": False, "reason": "the daemon is shutting down"}
-        return {"ready": all(c["ready"] for c in checks.values()), "checks": checks}
+        report = {"ready": all(c["ready"] for c in checks.values()), "checks": checks}
+        return report if leader is None else {**report, "leader": leader}
 
     def rules_view(self) -> list[dict[str, Any]]:
         return [{"name": c.rule.name, "file": c.file, "line": c.line, "source": c.rule.source,

@@ -182,7 +182,9 @@ def _needs(settings: Settings, ruleset: RuleSet) -> list[PolicyRule]:
 
     steps = [(ACTIONS[spec.name], targets_of(compiled.rule)) for compiled in ruleset.rules
              for _, spec in steps_of(compiled.rule) if spec.name in ACTIONS]
+    # "auto" may turn it on where the role is applied (in a cluster): grant the Lease.
     return required(settings.kubernetes.kinds, steps,
+                    leader_election=settings.kubernetes.leader_election.enabled is not False,
                     shared_state=settings.kubernetes.state.store == "configmap")
 
 

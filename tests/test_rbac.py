@@ -53,6 +53,9 @@ EXPECTED_RULES = [
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "patch", "watch"]},
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list", "watch"]},
+    # leader_election.enabled = "auto" is on where the role is applied: in a cluster.
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+     "verbs": ["create", "get", "update"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
      "verbs": ["list", "watch"]},
 ]
@@ -182,6 +185,7 @@ def test_check_names_the_verbs_and_resources_the_rules_need(tmp_path: Path) -> N
     assert needs == ["kubernetes: the rules need: create,get,patch configmaps; "
                      "get,patch nodes; list,watch pods; "
                      "get,list,patch,watch deployments.apps; list,watch replicasets.apps; "
+                     "create,get,update leases.coordination.k8s.io; "
                      "list,watch networkpolicies.networking.k8s.io"]
     docker_only = remedyd(tmp_path, "check", """
 rules:

@@ -83,8 +83,11 @@ class KubeClient:
     """Credentials are loaded on first use (the loaders are async; building is not)."""
 
     def __init__(self, kubeconfig: Path | None, context: str | None,
-                 request_timeout: float) -> None:
+                 request_timeout: float, identity: str | None = None) -> None:
         self._kubeconfig, self._context = kubeconfig, context
+        # Which replica made a request, in the API server's audit log (leader election
+        # runs several remedyd processes under one service account).
+        self.user_agent = f"{USER_AGENT} ({identity})" if identity else USER_AGENT
         self._request_timeout = request_timeout
         self._api: ApiClient | None = None
         self._lock = asyncio.Lock()
@@ -96,7 +99,7 @@ class KubeClient:
                 self._api = ApiClient(await self._load())
                 # Names remedyd in the API server's audit log (and lets the test bed check
                 # that every request it makes is one `remedyd rbac` grants).
-                self._api.user_agent = USER_AGENT
+                self._api.user_agent = self.user_agent
                 self.peer = str(self._api.configuration.host)
             return self._api
 
@@ -121,6 +124,7 @@ class KubeClient:
     async def list(self, resource: Resource, namespace: str | None,
                    label_selector: str | None,
                    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                   field_selector: str | None = None,
                    ) -> tuple[list[dict[str, Any]], str]:
         """Every object (all pages), each through `transform` as its page comes in, and the
         list's resourceVersion to watch from.
@@ -133,6 +137,8 @@ class KubeClient:
         query: dict[str, str] = {"limit": str(LIST_PAGE)}
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         while True:
             timeout = aiohttp.ClientTimeout(total=self._request_timeout)
             async with self._request("list", resource, namespace, query, timeout) as resp:
@@ -152,6 +158,7 @@ class KubeClient:
     async def watch(self, resource: Resource, namespace: str | None,
                     label_selector: str | None, resource_version: str,
                     stall: float, timeout_seconds: int | None = None,
+                    field_selector: str | None = None,
                     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events as decoded JSON objects, until the server ends the watch."""
         seconds = timeout_seconds or watch_timeout()
@@ -159,6 +166,8 @@ class KubeClient:
                  "resourceVersion": resource_version, "timeoutSeconds": str(seconds)}
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         # The server ends the watch; the margin only catches a server that does not.
         timeout = aiohttp.ClientTimeout(total=seconds + 30, sock_connect=self._request_timeout)
         async with self._request("watch", resource, namespace, query, timeout) as resp:
@@ -213,6 +222,12 @@ class KubeClient:
         """POST to the collection, or to an object's subresource (an Eviction)."""
         return await self._call("create", resource, namespace, name, subresource, "POST",
                                 body, "application/json", dry_run)
+
+    async def update(self, resource: Resource, namespace: str | None, name: str,
+                     body: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; a stale metadata.resourceVersion in it is a 409."""
+        return await self._call("update", resource, namespace, name, None, "PUT", body,
+                                "application/json")
 
     async def delete(self, resource: Resource, namespace: str | None, name: str,
                      body: dict[str, Any] | None = None, dry_run: bool = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from daemon.actions.params import ACTIONS
 from daemon.integrations.base import BuildContext, Integration, Plugged, Switch, tri_state
+from daemon.integrations.kube_leadership import plug_leadership
 from daemon.integrations.kube_state import plug_shared_state
 
 
@@ -33,13 +34,18 @@ class KubernetesIntegration(Integration):
         from daemon.sources.kubernetes import KubernetesSource, Tuning
 
         kube = self.settings.kubernetes
-        client = KubeClient(kube.resolved_kubeconfig(), kube.context, kube.request_timeout)
+        node = kube.resolved_node_name() if kube.mode == "node" else None
+        electing = kube.leader_election_on()
+        identity = kube.leader_election.resolved_identity() if electing else None
+        client = KubeClient(kube.resolved_kubeconfig(), kube.context, kube.request_timeout,
+                            identity=identity)
         ctx.stack.push_async_callback(client.close)
         # One cache: the source fills it, actions resolve their targets from it.
         cache = Cache()
         source = KubernetesSource(client, ctx.emit, ctx.metrics, list(kube.kinds),
                                   kube.namespaces, kube.label_selector,
-                                  Tuning(stall_timeout=kube.stall_timeout), cache=cache)
+                                  Tuning(stall_timeout=kube.stall_timeout), cache=cache,
+                                  node_name=node)
         watched = frozenset(RESOURCES[kind].kind for kind in kube.kinds)
         guards: list[tuple[Guard, str]] = [(CacheSyncedGuard(cache, watched), "target")]
         guards.extend(blast_radius_guards(cache, source, kube.blast_radius, ctx.resubmit))
@@ -47,4 +53,7 @@ class KubernetesIntegration(Integration):
         if (state := plug_shared_state(client, self.settings, ctx)) is not None:
             # Before the first action: on start (with leader election, on each term).
             plugged.before_acting.append(state.restore_shared_state)
+        # Leader election and node mode: the leader guard, the elector (which takes over
+        # the before-acting hooks, run per term).
+        plug_leadership(plugged, client, source, self.settings, ctx.metrics, node)
         return plugged

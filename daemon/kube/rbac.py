@@ -81,13 +81,16 @@ class PolicyRule:
 
 def required(kinds: Iterable[str],
              steps: Iterable[tuple[ActionNeeds, Sequence[str]]],
-             shared_state: bool = False) -> list[PolicyRule]:
+             leader_election: bool = False, shared_state: bool = False) -> list[PolicyRule]:
     """Everything remedyd asks of the API server: list and watch on every watched kind
     (`[kubernetes] kinds` names), what each rule step's action needs (with the
-    target kinds, "kubernetes/pod", its rule's events can be about), and with the shared
-    state (`[kubernetes.state] store = "configmap"`) its ConfigMap (read, created once,
-    patched)."""
+    target kinds, "kubernetes/pod", its rule's events can be about), and with leader
+    election its Lease (read, created once, replaced to renew), and with the shared state
+    (`[kubernetes.state] store = "configmap"`) its ConfigMap (read, created once, patched)."""
     grants = [grant for kind in kinds for grant in watching(_resource(kind))]
+    if leader_election:
+        grants.extend(Grant(verb, "coordination.k8s.io", "leases")
+                      for verb in ("get", "create", "update"))
     if shared_state:
         grants.extend(Grant(verb, "", "configmaps") for verb in ("get", "create", "patch"))
     for action, targets in steps:
@@ -98,7 +101,8 @@ def required(kinds: Iterable[str],
 def full(actions: Mapping[str, ActionNeeds]) -> list[PolicyRule]:
     """The role for every kind and every action at once: the most remedyd may ever ask."""
     return required(RESOURCES, ((info, (f"kubernetes/{ANY_KIND}",))
-                                for info in actions.values()), shared_state=True)
+                                for info in actions.values()), leader_election=True,
+                    shared_state=True)
 
 
 def watching(resource: Resource) -> list[Grant]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -69,6 +70,25 @@ class _Scope:
     lists: int = 0
     watches: int = 0
     error: str | None = None
+    # Node mode: the pods of this node (node_name, True), or of every other node (False).
+    node: tuple[str, bool] | None = None
+
+    @property
+    def field_selector(self) -> str | None:
+        if self.node is None:
+            return None
+        return f"spec.nodeName{'=' if self.node[1] else '!='}{self.node[0]}"
+
+    def partial(self) -> bool:
+        return self.namespace is not None or self.node is not None
+
+    def owns(self, obj: dict[str, Any]) -> bool:
+        if self.namespace is not None and obj["metadata"].get("namespace") != self.namespace:
+            return False
+        if self.node is not None:
+            on_node = (obj.get("spec") or {}).get("nodeName") == self.node[0]
+            return on_node == self.node[1]
+        return True
     # Why the cache may be behind the server since the last list or watch event (a
     # broken stream, a 410, failing requests); None once a relist or a re-watch caught up.
     gap: str | None = None
@@ -90,7 +110,8 @@ class KubernetesSource:
     def __init__(self, client: KubeClient, emit: Callable[[Event], object], metrics: Metrics,
                  kinds: list[str], namespaces: list[str] | None = None,
                  label_selector: str | None = None, tuning: Tuning | None = None,
-                 cache: Cache | None = None, clock: Callable[[], float] = time.time) -> None:
+                 cache: Cache | None = None, clock: Callable[[], float] = time.time,
+                 node_name: str | None = None) -> None:
         self.client = client
         self.cache = cache if cache is not None else Cache()
         self._emit = emit
@@ -99,7 +120,9 @@ class KubernetesSource:
         self._tuning = tuning or Tuning()
         self._clock = clock
         self._informers = [
-            _Informer(self, RESOURCES[kind], namespaces or []) for kind in kinds]
+            _Informer(self, RESOURCES[kind], namespaces or [], node_name) for kind in kinds]
+        # Node mode: set while this replica leads, when it also watches other nodes' pods.
+        self._leading = asyncio.Event()
         watched = {RESOURCES[kind].kind for kind in kinds}
         self._waits_for = {kind: tuple(k for k in needs if k in watched)
                            for kind, needs in LOOKS_UP.items()}
@@ -138,6 +161,26 @@ class KubernetesSource:
             for informer in self._informers:
                 for scope in informer.scopes:
                     group.create_task(informer.run(scope))
+                for scope in informer.elsewhere:
+                    group.create_task(informer.run_while_leading(scope))
+
+    def lead(self, leading: bool) -> None:
+        """Node mode: the leader also watches the other nodes' pods (its workload- and
+        cluster-scoped actions must see crash loops wherever they are); a follower only
+        its own node's."""
+        if leading:
+            self._leading.set()
+        else:
+            self._leading.clear()
+
+    def resync(self) -> None:
+        """Every cached object's current state as events again, as on a first listing:
+        a new leader acts on incidents still pending that it saw (and was refused) as a
+        follower; transitions fire states only, never edges."""
+        for informer in self._informers:
+            kind = informer.resource.kind
+            self._publish([Change(kind, None, obj, initial=True)
+                           for obj in list(self.cache.objects(kind))])
 
     def _publish(self, changes: list[Change]) -> None:
         if self._held:
@@ -183,12 +226,16 @@ class KubernetesSource:
 
 class _Informer:
     def __init__(self, source: KubernetesSource, resource: Resource,
-                 namespaces: list[str]) -> None:
+                 namespaces: list[str], node_name: str | None = None) -> None:
         self.source = source
         self.resource = resource
         names: list[str | None] = (list(namespaces) if namespaces and resource.namespaced
                                    else [None])
-        self.scopes = [_Scope(name) for name in names]
+        node = node_name if resource.kind == "Pod" else None
+        self.scopes = [_Scope(name, node=(node, True) if node else None) for name in names]
+        # Node mode, Pods: the other nodes' pods, watched only while leading (kept apart
+        # from `scopes`: a follower is in sync without them).
+        self.elsewhere = [_Scope(name, node=(node, False)) for name in names] if node else []
         self._forbidden_logged: set[str] = set()
 
     @property
@@ -238,6 +285,26 @@ class _Informer:
             if delay:
                 await asyncio.sleep(delay)
 
+    async def run_while_leading(self, scope: _Scope) -> None:
+        """`run` while the source leads; on losing the lead its objects leave the cache
+        without a word (they were not deleted), and the next term lists them afresh."""
+        leading = self.source._leading
+        while True:
+            await leading.wait()
+            follow = asyncio.create_task(self.run(scope))
+            try:
+                while leading.is_set() and not follow.done():
+                    # Event has no "cleared" wait: poll the flag, cheaply.
+                    await asyncio.wait({follow}, timeout=0.2)
+            finally:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow
+            kind = self.resource.kind
+            self.source.cache.replace(kind, [obj for obj in self.source.cache.objects(kind)
+                                             if not scope.owns(obj)])
+            scope.listed, scope.version = False, ""
+
     def _status_delay(self, scope: _Scope, exc: KubeStatusError, backoff: Backoff) -> float:
         self._fail(scope, exc.describe())
         if exc.code == 410:
@@ -261,14 +328,16 @@ class _Informer:
             # Trimmed page by page: a whole list of raw objects would be held at once.
             items, version = await self.source.client.list(
                 self.resource, scope.namespace, self.source._selector,
-                transform=functools.partial(trim_listed, kind=kind, api_version=api_version))
+                transform=functools.partial(trim_listed, kind=kind, api_version=api_version),
+                field_selector=scope.field_selector)
         except TrimError as exc:
             raise KubeUnavailable(f"list {self.resource.plural}: {exc}") from None
         first = not scope.listed
-        if scope.namespace is not None:
-            # The cache replaces a whole kind: keep the other namespaces' objects as they are.
+        if scope.partial():
+            # The cache replaces a whole kind: keep the other namespaces' (or nodes')
+            # objects as they are.
             items = items + [obj for obj in self.source.cache.objects(kind)
-                             if obj["metadata"].get("namespace") != scope.namespace]
+                             if not scope.owns(obj)]
         try:
             changes = self.source.cache.replace(kind, items, self.resource.group_version)
         except TrimError as exc:
@@ -291,7 +360,8 @@ class _Informer:
         scope.watches += 1
         stream = self.source.client.watch(
             self.resource, scope.namespace, self.source._selector, scope.version,
-            stall=tuning.stall_timeout, timeout_seconds=tuning.watch_timeout)
+            stall=tuning.stall_timeout, timeout_seconds=tuning.watch_timeout,
+            field_selector=scope.field_selector)
         async for event in stream:
             delivered = True
             self._handle(scope, event)
