@@ -114,3 +114,17 @@ def test_kube_footprint_benchmark_reports_the_daemons_memory_with_and_without_a_
     assert data["cached"]["pods"] == 100 and data["empty"]["pods"] == 0
     assert data["cached"]["VmRSS_mib"] > 0 and data["empty"]["VmRSS_mib"] > 0
     assert "remedyd VmRSS with 100 Pods" in out
+
+
+def test_kube_failover_benchmark_times_the_takeover_and_the_idle_requests(
+        tmp_path: Path) -> None:
+    out, data = run_bench(tmp_path, "kube_failover.py", "--runs", "1", "--idle", "1",
+                          "--lease", "3", "--renew", "2", "--retry", "0.5")
+    [run] = data["runs"]
+    # The new leader cannot act before the old lease could expire (lease_duration after
+    # the follower last saw it renewed, at most retry_period before the kill).
+    assert 3 - 0.5 <= run["lease_taken_s"] <= run["failover_s"] < 10
+    assert data["idle"]["leader"]["lease_write"] >= 1
+    assert data["idle"]["follower"]["lease_write"] == 0
+    assert all(v.startswith("ok") for v in data["audit_verify"].values())
+    assert "failover (leader SIGKILLed" in out
