@@ -132,6 +132,8 @@ def _check(args: argparse.Namespace) -> int:
         from daemon.kube.rbac import describe
 
         print(f"kubernetes: the rules need: {describe(_needs(settings, ruleset))}")
+        if local := _local_needs(settings):
+            print(f"kubernetes: in remedyd's namespace: {describe(local)}")
     summary = f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s)"
     print(summary + (f", {len(warnings)} warning(s)" if warnings else ""))
     return EXIT_PROBLEMS if warnings and args.strict else EXIT_OK
@@ -157,6 +159,13 @@ def _rbac(args: argparse.Namespace) -> int:
     documents = [rbac.cluster_role(_needs(settings, ruleset))]
     if args.service_account is not None:
         documents.append(rbac.cluster_role_binding(*args.service_account))
+    if local := _local_needs(settings):
+        namespace = settings.kubernetes.leader_election.resolved_namespace()
+        if args.service_account is not None:
+            namespace = args.service_account[0]
+        documents.append(rbac.role(local, namespace))
+        if args.service_account is not None:
+            documents.append(rbac.role_binding(*args.service_account))
     header = ["remedyd rbac: list/watch on the [kubernetes] kinds "
               f"({', '.join(settings.kubernetes.kinds)})",
               f"and what the Kubernetes actions of {len(ruleset.rules)} rule(s) in "
@@ -182,10 +191,18 @@ def _needs(settings: Settings, ruleset: RuleSet) -> list[PolicyRule]:
 
     steps = [(ACTIONS[spec.name], targets_of(compiled.rule)) for compiled in ruleset.rules
              for _, spec in steps_of(compiled.rule) if spec.name in ACTIONS]
+    return required(settings.kubernetes.kinds, steps)
+
+
+def _local_needs(settings: Settings) -> list[PolicyRule]:
+    """The rules in remedyd's own namespace: its Lease and its state ConfigMap."""
+    from daemon.kube.rbac import local
+
+    kube = settings.kubernetes
     # "auto" may turn it on where the role is applied (in a cluster): grant the Lease.
-    return required(settings.kubernetes.kinds, steps,
-                    leader_election=settings.kubernetes.leader_election.enabled is not False,
-                    shared_state=settings.kubernetes.state.store == "configmap")
+    return local(kube.leader_election.lease_name if kube.leader_election.enabled is not False
+                 else None,
+                 kube.state.configmap_name if kube.state.store == "configmap" else None)
 
 
 def _uses_kubernetes(ruleset: RuleSet) -> bool:

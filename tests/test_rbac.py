@@ -46,18 +46,23 @@ KUBE_RULES = "rules:" + ROLLBACK + CORDON
 KINDS = ["pods", "deployments", "replicasets", "networkpolicies"]
 # Nodes are not watched here, only cordoned.
 EXPECTED_RULES = [
-    # [kubernetes.state] store = "configmap" (the default): the shared state's ConfigMap.
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "patch"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "patch", "watch"]},
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list", "watch"]},
-    # leader_election.enabled = "auto" is on where the role is applied: in a cluster.
-    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-     "verbs": ["create", "get", "update"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
      "verbs": ["list", "watch"]},
+]
+# In remedyd's namespace: leader_election.enabled = "auto" is on where the role is applied
+# (in a cluster), and [kubernetes.state] store = "configmap" is the default.
+EXPECTED_LOCAL_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+     "resourceNames": ["remedyd"], "verbs": ["get", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["remedyd-state"],
+     "verbs": ["get", "patch"]},
 ]
 # Parameters for actions that take no empty ones.
 SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
@@ -98,7 +103,15 @@ def test_rbac_grants_the_watched_kinds_and_what_the_rules_actions_need(tmp_path:
     done = remedyd(tmp_path, "rbac", KUBE_RULES, "--service-account", "monitoring/remedyd",
                    kinds=KINDS)
     assert done.returncode == 0, done.stderr
-    role, binding = yaml.safe_load_all(done.stdout)
+    role, binding, local, local_binding = yaml.safe_load_all(done.stdout)
+    assert local == {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                     "metadata": {"name": "remedyd-leader-election", "namespace": "monitoring",
+                                  "labels": {"app.kubernetes.io/name": "remedyd"}},
+                     "rules": EXPECTED_LOCAL_RULES}
+    assert local_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                        "kind": "Role", "name": "remedyd-leader-election"}
+    assert local_binding["subjects"] == [{"kind": "ServiceAccount", "name": "remedyd",
+                                          "namespace": "monitoring"}]
     assert role == {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                     "metadata": {"name": "remedyd",
                                  "labels": {"app.kubernetes.io/name": "remedyd"}},
@@ -151,16 +164,23 @@ async def test_rbac_output_is_accepted_by_kubectl_and_the_api_server(
     done = remedyd(tmp_path, "rbac", every_kube_action(), "--service-account", "ops/remedyd",
                    kinds=list(RESOURCES))
     assert done.returncode == 0, done.stderr
-    role, binding = yaml.safe_load_all(done.stdout)
-    # Every action and every kind: the very role the suite's request check holds remedyd to.
-    assert role["rules"] == [rule.manifest() for rule in rbac.full(ACTIONS)]
+    role, binding, local, _ = yaml.safe_load_all(done.stdout)
+    assert local["metadata"]["namespace"] == "ops" and local["rules"] == EXPECTED_LOCAL_RULES
+    # Every action and every kind, and the namespace's Lease and ConfigMap: the very role
+    # the suite's request check holds remedyd to.
+    printed = {(group, resource, verb) for doc in (role, local) for rule in doc["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"]
+               for verb in rule["verbs"]}
+    assert printed == {(rule.group, rule.resource, verb) for rule in rbac.full(ACTIONS)
+                       for verb in rule.verbs}
     # Client-side dry run: needs discovery to map the kinds, and the server's OpenAPI to
     # validate, which the test bed does not serve.
     checked = await kubectl("create", "--dry-run=client", "--validate=false", "-f", "-",
                             "-o", "yaml", stdin=done.stdout)
     assert checked.returncode == 0, checked.stderr
     items = list(yaml.safe_load_all(checked.stdout))
-    assert [item["kind"] for item in items] == ["ClusterRole", "ClusterRoleBinding"]
+    assert [item["kind"] for item in items] == ["ClusterRole", "ClusterRoleBinding", "Role",
+                                                "RoleBinding"]
     assert items[0]["rules"] == role["rules"]
     async with aiohttp.ClientSession(kube.url) as http:
         for doc, plural in ((role, "clusterroles"), (binding, "clusterrolebindings")):
@@ -182,11 +202,13 @@ def test_check_names_the_verbs_and_resources_the_rules_need(tmp_path: Path) -> N
     done = remedyd(tmp_path, "check", KUBE_RULES, kinds=KINDS)
     assert done.returncode == 0, done.stdout
     needs = [line for line in done.stdout.splitlines() if line.startswith("kubernetes:")]
-    assert needs == ["kubernetes: the rules need: create,get,patch configmaps; "
+    assert needs == ["kubernetes: the rules need: "
                      "get,patch nodes; list,watch pods; "
                      "get,list,patch,watch deployments.apps; list,watch replicasets.apps; "
-                     "create,get,update leases.coordination.k8s.io; "
-                     "list,watch networkpolicies.networking.k8s.io"]
+                     "list,watch networkpolicies.networking.k8s.io",
+                     "kubernetes: in remedyd's namespace: create leases.coordination.k8s.io; "
+                     "get,update leases.coordination.k8s.io remedyd; create configmaps; "
+                     "get,patch configmaps remedyd-state"]
     docker_only = remedyd(tmp_path, "check", """
 rules:
   - name: restart

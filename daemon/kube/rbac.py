@@ -3,8 +3,8 @@
 
 Pure: it knows the watched kinds' resources and the permissions each action declares
 (daemon.actions.params passes them in, as the Permission protocol below), nothing of
-rule files or clients. One function, `required`, gathers every source of rules, so the
-next one (leader election's Leases) is one more line there.
+rule files or clients. `required` gathers the cluster-wide rules (watched kinds, actions),
+`local` those of remedyd's own namespace (its Lease, its state ConfigMap).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import yaml
 from daemon.kube.resources import RESOURCES, Resource
 
 NAME = "remedyd"
+# The Role in remedyd's own namespace (its Lease and its state ConfigMap).
+LOCAL_NAME = "remedyd-leader-election"
 LABELS = {"app.kubernetes.io/name": NAME}
 RBAC_API = "rbac.authorization.k8s.io"
 # What the source asks of every kind it watches.
@@ -64,45 +66,61 @@ class PolicyRule:
     group: str
     resource: str
     verbs: tuple[str, ...]
+    # Only these objects (empty: all of them).
+    names: tuple[str, ...] = ()
 
     def allows(self, verb: str, group: str, resource: str) -> bool:
         return group == self.group and resource == self.resource and verb in self.verbs
 
     def manifest(self) -> dict[str, Any]:
-        return {"apiGroups": [self.group], "resources": [self.resource],
-                "verbs": list(self.verbs)}
+        rule: dict[str, Any] = {"apiGroups": [self.group], "resources": [self.resource]}
+        if self.names:
+            rule["resourceNames"] = list(self.names)
+        rule["verbs"] = list(self.verbs)
+        return rule
 
     def __str__(self) -> str:
         # As `kubectl describe clusterrole` names it: deployments.apps/scale, pods/eviction.
         base, slash, sub = self.resource.partition("/")
         where = f"{base}.{self.group}" if self.group else base
-        return f"{','.join(self.verbs)} {where}{slash}{sub}"
+        named = f" {','.join(self.names)}" if self.names else ""
+        return f"{','.join(self.verbs)} {where}{slash}{sub}{named}"
 
 
 def required(kinds: Iterable[str],
-             steps: Iterable[tuple[ActionNeeds, Sequence[str]]],
-             leader_election: bool = False, shared_state: bool = False) -> list[PolicyRule]:
-    """Everything remedyd asks of the API server: list and watch on every watched kind
-    (`[kubernetes] kinds` names), what each rule step's action needs (with the
-    target kinds, "kubernetes/pod", its rule's events can be about), and with leader
-    election its Lease (read, created once, replaced to renew), and with the shared state
-    (`[kubernetes.state] store = "configmap"`) its ConfigMap (read, created once, patched)."""
+             steps: Iterable[tuple[ActionNeeds, Sequence[str]]]) -> list[PolicyRule]:
+    """What remedyd asks of the API server cluster-wide: list and watch on every watched
+    kind (`[kubernetes] kinds` names) and what each rule step's action needs (with the
+    target kinds, "kubernetes/pod", its rule's events can be about)."""
     grants = [grant for kind in kinds for grant in watching(_resource(kind))]
-    if leader_election:
-        grants.extend(Grant(verb, "coordination.k8s.io", "leases")
-                      for verb in ("get", "create", "update"))
-    if shared_state:
-        grants.extend(Grant(verb, "", "configmaps") for verb in ("get", "create", "patch"))
     for action, targets in steps:
         grants.extend(action_grants(action, targets))
     return merge(grants)
 
 
+def local(lease: str | None, state: str | None) -> list[PolicyRule]:
+    """What remedyd asks of its own namespace, as client-go controllers keep theirs there:
+    leader election's Lease (read and renewed by name, created once) and the shared
+    state's ConfigMap (read and patched by name, created once). Create cannot be limited
+    to a name; the rest is, so a compromised remedyd cannot rewrite other ConfigMaps."""
+    rules = []
+    if lease:
+        rules += [PolicyRule("coordination.k8s.io", "leases", ("create",)),
+                  PolicyRule("coordination.k8s.io", "leases", ("get", "update"), (lease,))]
+    if state:
+        rules += [PolicyRule("", "configmaps", ("create",)),
+                  PolicyRule("", "configmaps", ("get", "patch"), (state,))]
+    return rules
+
+
 def full(actions: Mapping[str, ActionNeeds]) -> list[PolicyRule]:
-    """The role for every kind and every action at once: the most remedyd may ever ask."""
-    return required(RESOURCES, ((info, (f"kubernetes/{ANY_KIND}",))
-                                for info in actions.values()), leader_election=True,
-                    shared_state=True)
+    """Every rule for every kind and every action at once, names aside: the most remedyd
+    may ever ask."""
+    return merge([*(Grant(verb, rule.group, rule.resource) for rule in local("*", "*")
+                    for verb in rule.verbs),
+                  *(Grant(verb, rule.group, rule.resource) for rule in required(
+                      RESOURCES, ((info, (f"kubernetes/{ANY_KIND}",))
+                                  for info in actions.values())) for verb in rule.verbs)])
 
 
 def watching(resource: Resource) -> list[Grant]:
@@ -143,6 +161,22 @@ def cluster_role(rules: Iterable[PolicyRule], name: str = NAME) -> dict[str, Any
     return {"apiVersion": f"{RBAC_API}/v1", "kind": "ClusterRole",
             "metadata": {"name": name, "labels": dict(LABELS)},
             "rules": [rule.manifest() for rule in rules]}
+
+
+def role(rules: Iterable[PolicyRule], namespace: str, name: str = LOCAL_NAME
+         ) -> dict[str, Any]:
+    return {"apiVersion": f"{RBAC_API}/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(LABELS)},
+            "rules": [rule.manifest() for rule in rules]}
+
+
+def role_binding(namespace: str, service_account: str, name: str = LOCAL_NAME
+                 ) -> dict[str, Any]:
+    return {"apiVersion": f"{RBAC_API}/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(LABELS)},
+            "roleRef": {"apiGroup": RBAC_API, "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account,
+                          "namespace": namespace}]}
 
 
 def cluster_role_binding(namespace: str, service_account: str,

@@ -2,13 +2,10 @@
 """Regenerates what deploy/kubernetes copies from the repository, since kustomize reads
 no file outside its own directory: base/rules/ from rules/*.yaml (but the Docker rules: a
 pod has no Docker engine; a new file must also be listed in base/kustomization.yaml), the
-ClusterRole `remedyd rbac` prints for the bundled rules, and the sidecar's Role (the
-namespaced part of what `remedyd rbac` prints for the sidecar's kinds).
+ClusterRole `remedyd rbac` prints for the bundled rules, the Role it prints for remedyd's
+own namespace (its Lease and state ConfigMap, by name: base/leader-election-role.yaml),
+and the sidecar's Role (the namespaced part of the ClusterRole for the sidecar's kinds).
 tests/test_deploy_kubernetes.py fails while they differ.
-
-What `remedyd rbac` grants on the Lease and the state ConfigMap (get, create, update) is
-left out of both: base/leader-election-role.yaml grants it in remedyd's own namespace
-only, and get/update by name, rather than on every ConfigMap of the cluster.
 
     .venv/bin/python deploy/kubernetes/sync.py
 """
@@ -32,16 +29,17 @@ NOT_IN_A_POD = {"docker.yaml"}
 CONFIG = HERE / "base" / "remedyd.toml"
 CLUSTER_ROLE = HERE / "components" / "cluster-role" / "clusterrole.yaml"
 SIDECAR_ROLE = HERE / "overlays" / "sidecar" / "role.yaml"
+LOCAL_ROLE = HERE / "base" / "leader-election-role.yaml"
 # The sidecar watches these (its Deployment sets REMEDYD_KUBERNETES__KINDS to them).
 SIDECAR_KINDS = '["pods", "deployments", "replicasets", "events"]'
-# (API group, resource) -> the verbs leader election and the shared state need on it,
-# granted by the namespaced Role in base/.
-NAMESPACE_LOCAL = {("coordination.k8s.io", "leases"): {"create", "get", "update"},
-                   ("", "configmaps"): {"create", "get", "update"}}
 CLUSTER_HEADER = """\
-# Written by deploy/kubernetes/sync.py: what `remedyd rbac` prints for the bundled rules
-# (rules/) under base/remedyd.toml, but the Lease and state ConfigMap, which
-# base/leader-election-role.yaml grants in remedyd's namespace alone.
+# Written by deploy/kubernetes/sync.py: the ClusterRole `remedyd rbac` prints for the
+# bundled rules (rules/) under base/remedyd.toml.
+"""
+LOCAL_HEADER = """\
+# Written by deploy/kubernetes/sync.py: the Role `remedyd rbac` prints for remedyd's own
+# namespace: leader election's Lease and the shared state's ConfigMap, read and written
+# by name (create cannot be limited to a name), as client-go controllers keep theirs.
 """
 SIDECAR_HEADER = """\
 # Written by deploy/kubernetes/sync.py: the namespaced rules `remedyd rbac` prints for the
@@ -62,12 +60,6 @@ def rbac(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     return list(yaml.safe_load_all(done.stdout))
 
 
-def namespace_local(rule: dict[str, Any]) -> bool:
-    """A rule on the Lease or the state ConfigMap asking no more than they need."""
-    needs = NAMESPACE_LOCAL.get((rule["apiGroups"][0], rule["resources"][0]))
-    return needs is not None and set(rule["verbs"]) <= needs
-
-
 def cluster_scoped(rule: dict[str, Any]) -> bool:
     sys.path.insert(0, str(ROOT))
     from daemon.kube.resources import RESOURCES, WRITE_RESOURCES
@@ -79,7 +71,14 @@ def cluster_scoped(rule: dict[str, Any]) -> bool:
 
 def cluster_role(printed: Iterable[dict[str, Any]]) -> dict[str, Any]:
     (role,) = [doc for doc in printed if doc["kind"] == "ClusterRole"]
-    return {**role, "rules": [rule for rule in role["rules"] if not namespace_local(rule)]}
+    return role
+
+
+def local_role(printed: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The namespaced Role, its namespace left to kustomize's."""
+    (role,) = [doc for doc in printed if doc["kind"] == "Role"]
+    metadata = {k: v for k, v in role["metadata"].items() if k != "namespace"}
+    return {**role, "metadata": metadata}
 
 
 def sidecar_role(printed: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -111,11 +110,14 @@ def main() -> int:
         stale.unlink()
     for rule_file in pod_rules():
         shutil.copyfile(rule_file, copies / rule_file.name)
-    CLUSTER_ROLE.write_text(render(CLUSTER_HEADER, cluster_role(rbac())))
+    printed = rbac()
+    CLUSTER_ROLE.write_text(render(CLUSTER_HEADER, cluster_role(printed)))
+    local = local_role(printed)
+    LOCAL_ROLE.write_text(render(LOCAL_HEADER, local, role_binding(local)))
     role = sidecar_role(rbac({"REMEDYD_KUBERNETES__KINDS": SIDECAR_KINDS}))
     SIDECAR_ROLE.write_text(render(SIDECAR_HEADER, role, role_binding(role)))
     print(f"wrote {copies.relative_to(ROOT)}/, {CLUSTER_ROLE.relative_to(ROOT)}, "
-          f"{SIDECAR_ROLE.relative_to(ROOT)}")
+          f"{LOCAL_ROLE.relative_to(ROOT)}, {SIDECAR_ROLE.relative_to(ROOT)}")
     return 0
 
 
