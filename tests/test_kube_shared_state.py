@@ -35,7 +35,7 @@ from tests.test_kube_rollback import (
     patches,
     until,
 )
-from tests.test_rbac import EXPECTED_RULES, KINDS, KUBE_RULES, ROOT
+from tests.test_rbac import EXPECTED_LOCAL_RULES, EXPECTED_RULES, KINDS, KUBE_RULES, ROOT
 
 Obj = dict[str, Any]
 CM_PATH = "/api/v1/namespaces/default/configmaps"
@@ -261,21 +261,25 @@ async def test_a_foreign_configmap_is_one_error_and_the_audit_log_restore_stands
 # -- rbac ----------------------------------------------------------------------------------
 
 def test_rbac_grants_the_configmap_only_when_the_state_lives_there(tmp_path: Path) -> None:
-    granted = {"apiGroups": [""], "resources": ["configmaps"],
-               "verbs": ["create", "get", "patch"]}
-    assert granted in EXPECTED_RULES  # the default store: what test_rbac checks
     (tmp_path / "rules.yaml").write_text(KUBE_RULES)
-    config = write_config(tmp_path / "remedyd.toml", {
-        "docker": {"enabled": False},
-        "kubernetes": {"enabled": False, "kinds": KINDS},
-        "kubernetes.state": {"store": "audit"}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDYD_")}
-    done = subprocess.run([sys.executable, "-m", "daemon", "rbac", "--config", str(config),
-                           str(tmp_path / "rules.yaml")], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, env=env)
-    assert done.returncode == 0, done.stderr
-    assert next(yaml.safe_load_all(done.stdout))["rules"] == [
-        r for r in EXPECTED_RULES if r != granted]
+
+    def local_rules(store: str) -> list[dict[str, Any]]:
+        config = write_config(tmp_path / "remedyd.toml", {
+            "docker": {"enabled": False},
+            "kubernetes": {"enabled": False, "kinds": KINDS},
+            "kubernetes.state": {"store": store}})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDYD_")}
+        done = subprocess.run([sys.executable, "-m", "daemon", "rbac", "--config",
+                               str(config), str(tmp_path / "rules.yaml")],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+        assert done.returncode == 0, done.stderr
+        cluster, *local = yaml.safe_load_all(done.stdout)
+        assert cluster["rules"] == EXPECTED_RULES  # never cluster-wide
+        return [rule for role in local for rule in role["rules"]]
+
+    assert local_rules("configmap") == EXPECTED_LOCAL_RULES  # the default: what test_rbac checks
+    assert local_rules("audit") == [r for r in EXPECTED_LOCAL_RULES
+                                    if r["resources"] != ["configmaps"]]
 
 
 # -- restored from two places ----------------------------------------------------------------

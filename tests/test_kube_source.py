@@ -234,3 +234,36 @@ async def test_pod_changes_wait_until_their_owners_have_listed(kube: KubeApiServ
     [crashloop] = [e for e in events if e.action == "crashloop"]
     assert (crashloop.attributes["workload_kind"], crashloop.attributes["workload_name"]) == (
         "Deployment", "web")
+
+
+async def test_a_pod_that_comes_before_its_replicaset_waits_for_it(kube: KubeApiServer,
+                                                                  kubeconfig: Path) -> None:
+    """Watches of two kinds are two streams: a new Pod's ADDED may come first. Its events
+    still name its Deployment (the rollback's target), not nothing."""
+    events: list[Event] = []
+    client = KubeClient(kubeconfig, None, 5.0)
+    source = KubernetesSource(client, events.append, Metrics(CollectorRegistry()),
+                              ["pods", "replicasets", "deployments"], tuning=FAST)
+    task = asyncio.create_task(source.run())
+    try:
+        running = Running(source, events)
+        await running.until(lambda: source.synced)
+        # The next ReplicaSets watch says nothing until remedyd calls it stalled (1.5 s):
+        # the ReplicaSet's ADDED comes that much after its Pod's.
+        kube.bed.faults.add("stall", path="/replicasets$", watch=True, count=1)
+        await running.until(lambda: any(f.hits for f in kube.bed.faults.pending))
+        kube.bed.add_node("node-1")
+        kube.bed.controller.crash_images.add("example/api:1")
+        kube.bed.apply({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "api", "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}}, "template": {
+                "metadata": {"labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "api", "image": "example/api:1"}]}}}})
+        await running.until(lambda: any(e.action == "crashloop" for e in events))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+    [crashloop] = [e for e in events if e.action == "crashloop"]
+    assert crashloop.attributes.get("workload_name") == "api", crashloop.attributes

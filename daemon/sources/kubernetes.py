@@ -37,7 +37,7 @@ from daemon.clients.kubernetes import (
     status_error,
 )
 from daemon.core.events import Event
-from daemon.kube.cache import Cache, Change, trim_listed
+from daemon.kube.cache import Cache, Change, controller_ref, trim_listed
 from daemon.kube.transitions import transitions
 from daemon.kube.trim import TrimError
 from daemon.telemetry.metrics import Metrics
@@ -56,6 +56,10 @@ QUICK_CLOSE = 1.0
 LOOKS_UP = {"Pod": ("ReplicaSet", "Deployment"), "Event": ("Pod", "ReplicaSet", "Deployment")}
 # Changes held at most while waiting; beyond, the oldest go (counted as a gap).
 HELD_MAX = 50_000
+# Watches of different kinds are separate streams: a new Pod's ADDED can come before its
+# ReplicaSet's. A change whose controller the cache does not hold yet waits this long for
+# it (then goes on without: the owner may be gone for good).
+OWNER_WAIT = 2.0
 
 
 class _Expired(Exception):
@@ -126,7 +130,10 @@ class KubernetesSource:
         watched = {RESOURCES[kind].kind for kind in kinds}
         self._waits_for = {kind: tuple(k for k in needs if k in watched)
                            for kind, needs in LOOKS_UP.items()}
-        self._held: collections.deque[Change] = collections.deque()
+        self._watched = watched
+        # (change, when it was held), in the order they came.
+        self._held: collections.deque[tuple[Change, float]] = collections.deque()
+        self._release_timer: asyncio.TimerHandle | None = None
         self._on_resync: list[Callable[[str], object]] = []
         metrics.source_connected.labels(SOURCE).set(0)
         metrics.source_synced.labels(SOURCE).set(0)
@@ -185,28 +192,55 @@ class KubernetesSource:
     def _publish(self, changes: list[Change]) -> None:
         if self._held:
             self._release()
+        now = time.monotonic()
         ready = []
         for change in changes:
-            if self._held or not self._lookups_synced(change.kind):
-                self._hold(change)
+            if self._held or not self._ready(change, now, now):
+                self._hold(change, now)
             else:
                 ready.append(change)
         self._emit_transitions(ready)
 
-    def _lookups_synced(self, kind: str) -> bool:
-        return all(self.cache.synced(k) for k in self._waits_for.get(kind, ()))
+    def _ready(self, change: Change, since: float, now: float) -> bool:
+        """Whether what the change's transitions look up is in the cache: the kinds they
+        read have listed, and the object's controller has arrived (or waited for long
+        enough)."""
+        if not all(self.cache.synced(k) for k in self._waits_for.get(change.kind, ())):
+            return False
+        return now - since >= OWNER_WAIT or not self._owner_missing(change)
 
-    def _hold(self, change: Change) -> None:
+    def _owner_missing(self, change: Change) -> bool:
+        new = change.new
+        if change.kind != "Pod" or new is None or new["metadata"].get("deletionTimestamp"):
+            return False  # only a Pod's transitions name its owners; a going one names none
+        ref = controller_ref(new)
+        uid = ref.get("uid") if ref else None
+        return (isinstance(uid, str) and ref is not None and ref.get("kind") in self._watched
+                and self.cache.by_uid(uid) is None)
+
+    def _hold(self, change: Change, now: float) -> None:
         if len(self._held) >= HELD_MAX:
             self._held.popleft()
             self._metrics.gaps.labels(SOURCE, "unsynced").inc()
-        self._held.append(change)
+        self._held.append((change, now))
+        if self._release_timer is None:
+            # Nothing else may come to release it: look again once the wait is over.
+            self._release_timer = asyncio.get_running_loop().call_later(
+                OWNER_WAIT, self._timed_release)
+
+    def _timed_release(self) -> None:
+        self._release_timer = None
+        self._release()
+        if self._held:
+            self._release_timer = asyncio.get_running_loop().call_later(
+                OWNER_WAIT, self._timed_release)
 
     def _release(self) -> None:
-        """The held changes whose lookups have listed by now, in the order they came."""
+        """The held changes whose lookups are in by now, in the order they came."""
+        now = time.monotonic()
         ready = []
-        while self._held and self._lookups_synced(self._held[0].kind):
-            ready.append(self._held.popleft())
+        while self._held and self._ready(self._held[0][0], self._held[0][1], now):
+            ready.append(self._held.popleft()[0])
         self._emit_transitions(ready)
 
     def _emit_transitions(self, changes: list[Change]) -> None:
