@@ -29,6 +29,9 @@ class Request:
     body: bytes
     status: int = 0
     user_agent: str = ""
+    # Who the server authenticated: a bearer token's user (Testbed.tokens), a client
+    # certificate's CN; "" for anonymous.
+    user: str = ""
     # Seconds a `slow` fault holds the answer back after the request was carried out.
     answer_delay: float = 0.0
     # time.monotonic() once the request (headers and body) was in.

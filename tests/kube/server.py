@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,11 @@ class Testbed:
     log: RequestLog = field(default_factory=RequestLog)
     watch: WatchOptions = field(default_factory=WatchOptions)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Bearer token -> user name. A token not in here is 401 Unauthorized, as
+    # kube-apiserver's token authenticators answer it.
+    tokens: dict[str, str] = field(default_factory=dict)
+    # False: a request with neither a known token nor a client certificate is 401.
+    anonymous: bool = True
 
     def __post_init__(self) -> None:
         self.controller = Controller(self.store)
@@ -155,15 +161,19 @@ class KubeApiServer:
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._tls = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> None:
+    async def start(self, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
+        """`ssl_context`: serve HTTPS; client certificates its CA verifies authenticate
+        their CN as the user (ssl.CERT_OPTIONAL, as kube-apiserver asks for them)."""
         self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        self._tls = ssl_context is not None
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -180,6 +190,7 @@ class KubeApiServer:
                         user_agent=request.headers.get("User-Agent", ""))
         self.bed.log.append(entry)
         try:
+            entry.user = self._authenticate(request)
             response = await self._handle(request, entry, raw)
         except ApiError as exc:
             response = self._error(exc)
@@ -188,6 +199,24 @@ class KubeApiServer:
         if entry.answer_delay:
             await asyncio.sleep(entry.answer_delay)
         return response
+
+    def _authenticate(self, request: web.Request) -> str:
+        """The user a request authenticates as, or 401 as kube-apiserver answers: a bearer
+        token it does not know fails even when anonymous requests are allowed."""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            user = self.bed.tokens.get(header[len("Bearer "):])
+            if user is None:
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            return user
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        for rdn in (peer or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        if not self.bed.anonymous:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return ""
 
     def _error(self, exc: ApiError) -> web.Response:
         # Like the real server, only a Status that names retryAfterSeconds gets the header:
