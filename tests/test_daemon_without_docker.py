@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.harness import DaemonProcess, wait_for
+from tests.kube import tls
+from tests.kube.server import KubeApiServer
 
 RULES = """
 rules:
@@ -113,3 +119,43 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         assert first.ready()
     finally:
         first.stop()
+
+
+@pytest.mark.skipif(not tls.available(), reason="needs the openssl CLI")
+@pytest.mark.parametrize("form", ["token and CA file", "client certificate and CA data"])
+async def test_a_kubernetes_daemon_imports_no_kubernetes_asyncio(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """36 MiB of resident memory: remedyd loads these credentials itself."""
+    pki = tls.make_pki(tmp_path / "pki")
+    server = KubeApiServer()
+    server.bed.tokens["t0ken"] = "remedyd"
+    server.bed.anonymous = False
+    await server.start(ssl_context=pki.server_context())
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    cluster, user = ({"certificate-authority": str(pki.ca)}, {"token": "t0ken"}) \
+        if form.startswith("token") else (
+        {"certificate-authority-data": b64(pki.ca)},
+        {"client-certificate-data": b64(pki.client_cert), "client-key-data": b64(pki.client_key)})
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server.url, **cluster}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    # Every module the daemon imports is named on its stderr (the log).
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    daemon = DaemonProcess(tmp_path / "d", RULES, extra={"kubernetes": {
+        "enabled": True, "kubeconfig": str(kubeconfig)}})
+    try:
+        await asyncio.to_thread(daemon.start)  # ready: every kind listed, over TLS
+    finally:
+        await asyncio.to_thread(daemon.stop)
+        await server.stop()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in daemon.log().splitlines()
+                if line.startswith("import time:")]
+    assert "daemon.clients.kubernetes" in imported
+    assert not [m for m in imported if m.startswith("kubernetes_asyncio")]
+    assert {e.user for e in server.bed.log.entries if e.path == "/api/v1/pods"} == {
+        "remedyd" if form.startswith("token") else tls.CLIENT_USER}

@@ -1,16 +1,18 @@
 """The Kubernetes API as raw JSON: list and watch, nothing decoded into model classes.
 
-kubernetes_asyncio is used for what it does well (loading a kubeconfig or the in-cluster
-service account, auth headers, TLS) and bypassed for the rest: its typed models cost
-far more per object than the watch hot path allows, and its EventsV1Api fails on the
-`eventTime: null` real controllers send. Every failure comes out as one of three
-exceptions the informer tells apart: a Status answer (KubeStatusError), a peer that
-cannot be reached (KubeUnavailable), or a watch stream that broke (KubeStreamBroken).
+Requests go through a Transport (daemon/clients/kubetransport.py): remedyd's own aiohttp
+session for the common credentials, kubernetes-asyncio only for what only it implements
+(exec plugins, auth providers); its typed models cost far more per object than the watch
+hot path allows, and its EventsV1Api fails on the `eventTime: null` real controllers send.
+Every failure comes out as one of three exceptions the informer tells apart: a Status
+answer (KubeStatusError), a peer that cannot be reached (KubeUnavailable), or a watch
+stream that broke (KubeStreamBroken).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,10 +21,9 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 
 from daemon import __version__
+from daemon.clients.kubetransport import Transport, open_transport
 
 # The table lives with the pure code (`remedyd rbac` needs no client); re-exported here.
 from daemon.kube.resources import RESOURCES as RESOURCES
@@ -89,37 +90,28 @@ class KubeClient:
         # runs several remedyd processes under one service account).
         self.user_agent = f"{USER_AGENT} ({identity})" if identity else USER_AGENT
         self._request_timeout = request_timeout
-        self._api: ApiClient | None = None
+        self._transport: Transport | None = None
         self._lock = asyncio.Lock()
         self.peer: str = str(kubeconfig) if kubeconfig else "in-cluster"
 
-    async def connect(self) -> ApiClient:
+    async def connect(self) -> Transport:
         async with self._lock:
-            if self._api is None:
-                self._api = ApiClient(await self._load())
-                # Names remedyd in the API server's audit log (and lets the test bed check
-                # that every request it makes is one `remedyd rbac` grants).
-                self._api.user_agent = self.user_agent
-                self.peer = str(self._api.configuration.host)
-            return self._api
-
-    async def _load(self) -> Configuration:
-        config = Configuration()
-        try:
-            if self._kubeconfig is None:
-                load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
-            else:
-                await load_kube_config(config_file=str(self._kubeconfig), context=self._context,
-                                       client_configuration=config, persist_config=False)
-        except Exception as exc:  # the loaders raise bare Exceptions and ConfigExceptions
-            where = self._kubeconfig or "in-cluster service account"
-            raise KubeUnavailable(f"[kubernetes] {where}: cannot load credentials: "
-                                  f"{exc}") from None
-        return config
+            if self._transport is None:
+                try:
+                    # The User-Agent names remedyd in the API server's audit log (and lets
+                    # the test bed check every request is one `remedyd rbac` grants).
+                    self._transport = await open_transport(self._kubeconfig, self._context,
+                                                           self.user_agent)
+                except Exception as exc:  # kubernetes-asyncio's loaders raise bare ones
+                    where = self._kubeconfig or "in-cluster service account"
+                    raise KubeUnavailable(f"[kubernetes] {where}: cannot load credentials: "
+                                          f"{exc}") from None
+                self.peer = self._transport.host
+            return self._transport
 
     async def close(self) -> None:
-        if self._api is not None:
-            await self._api.close()
+        if self._transport is not None:
+            await self._transport.close()
 
     async def list(self, resource: Resource, namespace: str | None,
                    label_selector: str | None,
@@ -248,16 +240,12 @@ class KubeClient:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        api = await self.connect()
+        # Bytes go out as they are: a rollback sends kubectl's (Go's compact encoding).
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        transport = await self.connect()
         timeout = aiohttp.ClientTimeout(total=self._request_timeout)
         try:
-            if isinstance(body, bytes):
-                resp = await _send_bytes(api, path, method, query, headers, body, timeout)
-            else:
-                resp = await api.call_api(
-                    path, method, query_params=query, header_params=headers, body=body,
-                    auth_settings=["BearerToken"], _preload_content=False,
-                    _request_timeout=timeout)
+            resp = await transport.request(method, path, query, headers, data, timeout)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise KubeUnavailable(f"{verb} {what} {name or ''}: {exc!r}".strip()) from None
         try:
@@ -289,22 +277,6 @@ class KubeClient:
         if body is None:
             raise KubeUnavailable(f"{verb} {resource.plural}: HTTP {resp.status}, not JSON")
         return body
-
-
-async def _send_bytes(api: ApiClient, path: str, method: str, query: list[tuple[str, str]],
-                      headers: dict[str, str], body: bytes,
-                      limit: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-    """A body sent as these very bytes, with the library's auth, TLS and proxy settings: its
-    REST layer re-encodes every JSON body with json.dumps, and a rollback sends kubectl's
-    bytes (Go's compact encoding)."""
-    headers = {**api.default_headers, **headers}
-    await api.update_params_for_auth(headers, query, ["BearerToken"])
-    rest = api.rest_client
-    response: aiohttp.ClientResponse = await rest.pool_manager.request(
-        method, f"{api.configuration.host}{path}", params=query, data=body, headers=headers,
-        timeout=limit, proxy=rest.proxy, proxy_headers=rest.proxy_headers,
-        server_hostname=rest.server_hostname)
-    return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,12 +325,11 @@ class _Response:
         self._resp: aiohttp.ClientResponse | None = None
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
-        api = await self._client.connect()
+        transport = await self._client.connect()
         try:
-            self._resp = await api.call_api(
-                self._path, "GET", query_params=list(self._query.items()),
-                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                _preload_content=False, _request_timeout=self._timeout)
+            self._resp = await transport.request(
+                "GET", self._path, list(self._query.items()), {"Accept": "application/json"},
+                None, self._timeout)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise KubeUnavailable(f"{self._verb} {self._resource.plural}: {exc!r}") from None
         assert self._resp is not None
