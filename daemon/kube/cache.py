@@ -86,13 +86,20 @@ class Cache:
         return Change(key[0], old, new)
 
     def replace(self, kind: str, items: Iterable[dict[str, Any]],
-                api_version: str | None = None) -> list[Change]:
-        """A list of `kind` replaces what the cache holds of it; the changes it implies."""
+                api_version: str | None = None, trimmed: bool = False) -> list[Change]:
+        """A list of `kind` replaces what the cache holds of it; the changes it implies.
+
+        `trimmed`: the items are `trim_listed`'s already (the informer trims each page as
+        it comes in) and are cached as they are. Trimming them again would copy the whole
+        kind while the first copies are alive: for 10,000 Pods, ~40 MiB more at the peak,
+        and the allocator, left with the freed copies interleaved with the kept ones,
+        returned little of it.
+        """
         initial = kind not in self._synced
         changes: list[Change] = []
         listed: set[Key] = set()
         for raw in items:
-            new = trim_listed(raw, kind, api_version)
+            new = raw if trimmed else trim_listed(raw, kind, api_version)
             key = key_of(new)
             listed.add(key)
             old = self._objects.get(key)

@@ -3,8 +3,10 @@ functions do before an informer caches them.
 
 A cached Pod costs what its trimmed form costs: managedFields, env, probes, resources
 and the last-applied annotation are most of a Pod's bytes and nothing remedyd decides
-on. A Deployment and a ReplicaSet keep their whole pod template, since a rollback
-sends it back. Strings are interned: ten thousand Pods repeat the same keys and
+on. A Deployment keeps its whole pod template (its new_revision and a rollback's
+superseded check compare it); a ReplicaSet keeps none: only its metadata is read (owner
+chain, revision, age), and a rollback reads the templates it sends back fresh from the
+API server, as kubectl does. Strings are interned: ten thousand Pods repeat the same keys and
 mostly the same values ("True", "Running", image names), and json.loads shares keys
 only within one document.
 """
@@ -31,9 +33,10 @@ _CONTAINER: Spec = {"name": None, "image": None, "securityContext": None}
 _CONTAINER_STATUS: Spec = {"name": None, "image": None, "containerID": None,
                            "restartCount": None, "state": None, "lastState": None,
                            "ready": None, "started": None}
-_WORKLOAD_SPEC: dict[str, Spec] = {
-    "replicas": None, "selector": None, "template": None, "paused": None,
-    "minReadySeconds": None, "progressDeadlineSeconds": None,
+_REPLICAS_SPEC: dict[str, Spec] = {"replicas": None, "selector": None, "minReadySeconds": None}
+_DEPLOYMENT_SPEC: dict[str, Spec] = {
+    **_REPLICAS_SPEC, "template": None, "paused": None, "progressDeadlineSeconds": None,
+    "strategy": None,
 }
 _EVENT: dict[str, Spec] = {
     # core/v1
@@ -64,8 +67,8 @@ SPECS: dict[str, dict[str, Spec]] = {
             "containerStatuses": _CONTAINER_STATUS, "initContainerStatuses": _CONTAINER_STATUS,
         },
     },
-    "ReplicaSet": {"spec": _WORKLOAD_SPEC, "status": None},
-    "Deployment": {"spec": {**_WORKLOAD_SPEC, "strategy": None}, "status": None},
+    "ReplicaSet": {"spec": _REPLICAS_SPEC, "status": None},
+    "Deployment": {"spec": _DEPLOYMENT_SPEC, "status": None},
     "Node": {
         "spec": {"unschedulable": None, "taints": None},
         # Not lastHeartbeatTime: it changes every few seconds and tells nothing.

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from daemon import heap
 from daemon.aio import Backoff
 from daemon.clients.kubernetes import (
     RESOURCES,
@@ -373,7 +374,8 @@ class _Informer:
             items = items + [obj for obj in self.source.cache.objects(kind)
                              if not scope.owns(obj)]
         try:
-            changes = self.source.cache.replace(kind, items, self.resource.group_version)
+            changes = self.source.cache.replace(kind, items, self.resource.group_version,
+                                                trimmed=True)
         except TrimError as exc:
             raise KubeUnavailable(f"list {self.resource.plural}: {exc}") from None
         if first:
@@ -385,6 +387,9 @@ class _Informer:
         self._ok(scope)
         self.source._publish(changes)
         self._caught_up(scope)
+        if first:
+            # The list's raw pages are freed: hand their heap back (once; relists are rare).
+            heap.release()
 
     async def _watch(self, scope: _Scope) -> bool:
         """Follow one watch to its end; False when it ended at once with nothing in it."""
