@@ -236,21 +236,32 @@ async def test_pod_changes_wait_until_their_owners_have_listed(kube: KubeApiServ
         "Deployment", "web")
 
 
-async def test_a_pod_that_comes_before_its_replicaset_waits_for_it(kube: KubeApiServer,
-                                                                  kubeconfig: Path) -> None:
-    """Watches of two kinds are two streams: a new Pod's ADDED may come first. Its events
-    still name its Deployment (the rollback's target), not nothing."""
+@pytest.mark.parametrize("late", ["replicasets", "deployments"])
+async def test_a_pod_that_comes_before_its_owners_waits_for_them(
+        kube: KubeApiServer, kubeconfig: Path, late: str) -> None:
+    """Watches of different kinds are different streams: a new Pod's ADDED may come before
+    its ReplicaSet's or its Deployment's. When its events go out, the Deployment its
+    rollback acts on can be resolved, not a broken chain."""
+    from daemon.kube.owners import resolve_target
+
     events: list[Event] = []
+    resolvable: list[bool] = []
+    source: KubernetesSource
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        resolvable.append(resolve_target(source.cache, event.subject, "deployment") is not None)
+
     client = KubeClient(kubeconfig, None, 5.0)
-    source = KubernetesSource(client, events.append, Metrics(CollectorRegistry()),
+    source = KubernetesSource(client, emit, Metrics(CollectorRegistry()),
                               ["pods", "replicasets", "deployments"], tuning=FAST)
     task = asyncio.create_task(source.run())
     try:
         running = Running(source, events)
         await running.until(lambda: source.synced)
-        # The next ReplicaSets watch says nothing until remedyd calls it stalled (1.5 s):
-        # the ReplicaSet's ADDED comes that much after its Pod's.
-        kube.bed.faults.add("stall", path="/replicasets$", watch=True, count=1)
+        # The next watch of that kind says nothing until remedyd calls it stalled (1.5 s):
+        # its ADDED comes that much after the Pod's.
+        kube.bed.faults.add("stall", path=f"/{late}$", watch=True, count=1)
         await running.until(lambda: any(f.hits for f in kube.bed.faults.pending))
         kube.bed.add_node("node-1")
         kube.bed.controller.crash_images.add("example/api:1")
@@ -265,5 +276,7 @@ async def test_a_pod_that_comes_before_its_replicaset_waits_for_it(kube: KubeApi
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await client.close()
-    [crashloop] = [e for e in events if e.action == "crashloop"]
-    assert crashloop.attributes.get("workload_name") == "api", crashloop.attributes
+    [(crashloop, resolved)] = [(e, r) for e, r in zip(events, resolvable, strict=True)
+                               if e.action == "crashloop"]
+    assert resolved, crashloop.attributes
+    assert crashloop.attributes.get("workload_name") == "api"

@@ -211,13 +211,21 @@ class KubernetesSource:
         return now - since >= OWNER_WAIT or not self._owner_missing(change)
 
     def _owner_missing(self, change: Change) -> bool:
-        new = change.new
-        if change.kind != "Pod" or new is None or new["metadata"].get("deletionTimestamp"):
+        current = change.new
+        if change.kind != "Pod" or current is None or current["metadata"].get(
+                "deletionTimestamp"):
             return False  # only a Pod's transitions name its owners; a going one names none
-        ref = controller_ref(new)
-        uid = ref.get("uid") if ref else None
-        return (isinstance(uid, str) and ref is not None and ref.get("kind") in self._watched
-                and self.cache.by_uid(uid) is None)
+        # Up the chain (ReplicaSet, then Deployment): each watched owner must be in.
+        for _ in range(4):
+            ref = controller_ref(current)
+            uid = ref.get("uid") if ref else None
+            if ref is None or not isinstance(uid, str) or ref.get("kind") not in self._watched:
+                return False
+            owner = self.cache.by_uid(uid)
+            if owner is None:
+                return True
+            current = owner
+        return False
 
     def _hold(self, change: Change, now: float) -> None:
         if len(self._held) >= HELD_MAX:
