@@ -285,3 +285,40 @@ async def test_node_agents_act_on_their_own_pods_and_one_rolls_back(
     refused = await until(lambda: [d for d in follower.audit("decision")
                                    if d["rule"] == "rollback"], "the follower's decision", 10)
     assert {d.get("suppressed_by") for d in refused} == {"leader"}
+
+
+async def test_a_leader_killed_mid_incident_is_not_repeated_by_the_one_that_takes_over(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path,
+        replicas: list[DaemonProcess]) -> None:
+    """The leader's rollback lands, but it is killed (-9) before its answer arrives. The
+    follower takes the Lease, restores the shared state before acting, and when the
+    revision rolled back to crash-loops too it does not roll forward onto the one left."""
+    kube.bed.add_node("node-1")
+    kube.bed.apply(deployment("example/web:1.0", 1))
+    a, b = replica(tmp_path, kubeconfig, "a"), replica(tmp_path, kubeconfig, "b")
+    await start(replicas, a, b)
+    leader, follower = await one_leader(a, b)
+    kube.bed.faults.add("slow", method="PATCH", path="/deployments/web$", delay=60)
+    kube.bed.controller.crash_images.add("example/web:2.0")
+    kube.bed.apply(deployment("example/web:2.0", 1))
+    await kube.bed.log.wait_for("PATCH", "/deployments/web$", limit=20)
+    await until(lambda: image(kube) == "example/web:1.0", "the rollback to land")
+    await asyncio.to_thread(leader.signal, 9)
+    await asyncio.to_thread(leader.proc.wait, 10)  # type: ignore[union-attr]
+    await until(lambda: leading(follower), "the follower to take over", 15)
+
+    kube.bed.controller.crash_images.add("example/web:1.0")
+    for pod in pods(kube, "example/web:1.0"):
+        kube.bed.controller.crash_loop("default", pod["metadata"]["name"])
+    refused = await until(lambda: [d for d in follower.audit("decision")
+                                   if d.get("suppressed_by") == "bad_revision"],
+                          "the new leader's refusal", 20)
+    assert "example/web:2.0" in refused[0]["reason"]
+    patches = kube.bed.log.find("PATCH", "/deployments/web$")
+    assert len(patches) == 1, [r.user_agent for r in patches]
+    # The new leader wrote only the shared state (and its Lease), nothing to the workload.
+    assert all("/configmaps/" in r.path for r in writes_by(kube, follower_identity(follower)))
+
+
+def follower_identity(daemon: DaemonProcess) -> str:
+    return daemon.workdir.name
