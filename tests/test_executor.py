@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from daemon.actions.base import Action
 from daemon.actions.executor import Executor, ExecutorSettings
+from daemon.actions.guards import BaseGuard, GuardContext, GuardResult
 from daemon.actions.params import NoParams
 from daemon.audit import AuditLog, verify
 from daemon.core.decisions import Decision
@@ -207,6 +208,36 @@ rules:
     when: event.action == "oom"
     actions: [test.page: {}]
 """
+
+
+class NotYet(BaseGuard):
+    """Refuses "for now" (as `leader` does on a follower) until told otherwise."""
+
+    name = "not_yet"
+    transient = True
+
+    def __init__(self) -> None:
+        self.open = False
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        return self.ok() if self.open else self.refuse("not the leader")
+
+
+async def test_a_repeat_after_a_for_now_refusal_is_judged_again_not_coalesced(
+        tmp_path: Path) -> None:
+    fix = Step("test.fix")
+    ex = executor(tmp_path, fix, coalesce_window=5.0)
+    gate = NotYet()
+    ex.insert_guard(gate, before="dry_run")
+    ruleset = rules(tmp_path, HEAL)
+    [first] = decide(ruleset)
+    await asyncio.gather(*filter(None, [ex.submit(first)]))
+    gate.open = True  # the follower took over, a second later
+    await asyncio.sleep(1)
+    [again] = decide(ruleset)
+    await asyncio.gather(*filter(None, [ex.submit(again)]))
+    assert len(fix.runs) == 1
+    assert [r["decision"] for r in records(ex, "decision")] == ["suppressed", "act"]
 
 
 async def test_a_burst_of_one_incident_is_one_decision(tmp_path: Path) -> None:

@@ -203,6 +203,21 @@ class Executor:
             window, self._close_coalescing, key)
         return False
 
+    def _end_coalescing(self, decision: Decision) -> None:
+        """A decision refused for now (not the leader, a partition): repeats are judged
+        again, so the one after a takeover or a resync is not swallowed by this one."""
+        key = (decision.rule.name, decision.target.key)
+        incident = self._coalescing.get(key)
+        if incident is not None and incident.incident == decision.incident_id:
+            timer = self._coalesce_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            self._close_coalescing(key)
+
+    def _guard_named(self, results: list[GuardResult]) -> Guard | None:
+        """The guard object behind the last (refusing) result."""
+        return self.guards[len(results) - 1] if results else None
+
     def _close_coalescing(self, key: tuple[str, str]) -> None:
         self._coalesce_timers.pop(key, None)
         incident = self._coalescing.pop(key, None)
@@ -307,6 +322,8 @@ class Executor:
             log.error("refusing to act on %s for rule %s: %s", decision.target.name, rule.name,
                       exc)
             return None
+        if refused is not None and getattr(self._guard_named(results), "transient", False):
+            self._end_coalescing(decision)
         if refused is not None:
             self.metrics.suppressed.labels(rule.name, refused.guard).inc()
             log.info("rule %s on %s suppressed by %s: %s", rule.name, decision.target.name,

@@ -94,6 +94,10 @@ class BaseGuard:
     """Verdict helpers, and no state to commit unless a guard overrides `commit`."""
 
     name = ""
+    # A refusal that says "not now" rather than "no" (not the leader, a cache not yet
+    # synced, a partition): the next decision of that rule on that target is judged
+    # afresh instead of being coalesced into the refused incident.
+    transient = False
 
     def ok(self) -> GuardResult:
         return GuardResult(self.name, "ok")

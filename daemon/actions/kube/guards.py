@@ -20,6 +20,7 @@ class CacheSyncedGuard(BaseGuard):
     until then the cache cannot tell a missing owner from one not yet seen."""
 
     name = "cache_synced"
+    transient = True
 
     def __init__(self, cache: Cache, watched: frozenset[str]) -> None:
         self.cache, self.watched = cache, watched

@@ -39,6 +39,7 @@ class Leadership(Protocol):
 
 class LeaderGuard(BaseGuard):
     name = "leader"
+    transient = True
 
     def __init__(self, leadership: Leadership, node_name: str | None = None) -> None:
         self.leadership = leadership

@@ -34,6 +34,7 @@ class KindHealth(Protocol):
 
 class PartitionGuard(BaseGuard):
     name = "partition"
+    transient = True
 
     def __init__(self, health: KindHealth,
                  resubmit: Callable[[Decision], object] | None) -> None:
