@@ -19,13 +19,13 @@ relist or a restart of remedyd has the same id.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from daemon.core.events import Event, JSONValue
 from daemon.kube.cache import Cache, Change
 from daemon.kube.owners import SOURCE, chain, controller, ref_of
+from daemon.kube.stamps import seconds as _seconds
 
 REVISION = "deployment.kubernetes.io/revision"
 Obj = dict[str, Any]
@@ -379,15 +379,6 @@ def _int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
-
-
-def _seconds(stamp: Any) -> float | None:
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        return dt.datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return None
 
 
 def _between(start: Any, end: Any) -> float:

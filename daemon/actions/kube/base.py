@@ -102,7 +102,7 @@ class KubeAction(Action):
             obj = await self.client.get(self.resource_of(target), target.namespace or None,
                                         target.name)
         except KubeError as exc:
-            raise api_error(exc, f"read {target.kind} {_where(target)}") from None
+            raise api_error(exc, f"read {target.kind} {where(target)}") from None
         if obj is None or (target.id and (obj.get("metadata") or {}).get("uid") != target.id):
             return None
         return obj
@@ -113,9 +113,9 @@ class KubeAction(Action):
         if target.source != SOURCE or target.kind not in TARGET_RESOURCES:
             return Refusal("target", f"{self.name} cannot act on {target.key}")
         if state is None:
-            return Refusal("target", f"{target.kind} {_where(target)} no longer exists")
+            return Refusal("target", f"{target.kind} {where(target)} no longer exists")
         if (state.get("metadata") or {}).get("deletionTimestamp"):
-            return Refusal("target", f"{target.kind} {_where(target)} is being deleted")
+            return Refusal("target", f"{target.kind} {where(target)} is being deleted")
         return self.check_state(decision, params, state)
 
     def check_state(self, decision: Decision, params: BaseModel,
@@ -142,5 +142,6 @@ def api_error(exc: KubeError, doing: str) -> ActionError:
     return TemporaryError(f"{doing}: {exc}", 1.0)
 
 
-def _where(target: Ref) -> str:
+def where(target: Ref) -> str:
+    """namespace/name (a Node: its name), as messages and audit details name an object."""
     return f"{target.namespace}/{target.name}" if target.namespace else target.name

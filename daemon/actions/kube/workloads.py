@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from daemon.actions.base import Refusal
-from daemon.actions.kube.base import KubeAction, api_error
+from daemon.actions.kube.base import KubeAction, api_error, where
 from daemon.actions.params import ScaleParams
 from daemon.clients.kubernetes import (
     MERGE_PATCH,
@@ -25,6 +25,7 @@ from daemon.core.decisions import Decision
 from daemon.core.errors import PermanentError
 from daemon.core.events import Event, Ref
 from daemon.kube.cache import Cache
+from daemon.kube.stamps import seconds as _seconds
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
@@ -43,7 +44,7 @@ class DeploymentAction(KubeAction):
         except KubeError as exc:
             raise api_error(exc, f"read {_what(target, subresource)}") from None
         if obj is None:
-            raise PermanentError(f"deployment {_where(target)} no longer exists")
+            raise PermanentError(f"deployment {where(target)} no longer exists")
         return obj
 
     async def patch(self, target: Ref, body: dict[str, Any], content_type: str,
@@ -97,7 +98,7 @@ class RolloutRestart(DeploymentAction):
         stamp = _restarted_at(state)
         at = _seconds(stamp)
         if at is not None and decision.event.occurred_at and at > decision.event.occurred_at:
-            return (f"deployment {_where(decision.target)} was restarted at {stamp}, after "
+            return (f"deployment {where(decision.target)} was restarted at {stamp}, after "
                     f"the {decision.event.action} event")
         return None
 
@@ -105,13 +106,13 @@ class RolloutRestart(DeploymentAction):
                     state: Mapping[str, Any]) -> Refusal | None:
         if (state.get("spec") or {}).get("paused"):
             # kubectl: "can't restart paused deployment (run rollout resume first)".
-            return Refusal("target", f"deployment {_where(decision.target)} is paused: a "
+            return Refusal("target", f"deployment {where(decision.target)} is paused: a "
                            "paused deployment is not restarted (as kubectl refuses; run "
                            "`kubectl rollout resume` first)")
         if _restarted_at(state) == _now_rfc3339():
             # Our stamp would be the same one: the PATCH would change nothing (kubectl
             # refuses this too, "already been triggered within the past second").
-            return Refusal("target", f"deployment {_where(decision.target)} was restarted "
+            return Refusal("target", f"deployment {where(decision.target)} was restarted "
                            "within this second already")
         return None
 
@@ -125,7 +126,7 @@ class RolloutRestart(DeploymentAction):
                 del self._stamps[next(iter(self._stamps))]
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         out = await self.patch(decision.target, body, STRATEGIC_MERGE_PATCH)
-        return {"deployment": _where(decision.target), "restartedAt": stamp,
+        return {"deployment": where(decision.target), "restartedAt": stamp,
                 "generation": (out.get("metadata") or {}).get("generation")}
 
     async def verify(self, decision: Decision, params: BaseModel,
@@ -155,7 +156,7 @@ class Scale(DeploymentAction):
             return None
         asked = (f"{params.replicas}" if params.replicas is not None
                  else f"{current} {params.delta:+d}")
-        return Refusal("target", f"nothing to do: deployment {_where(decision.target)} "
+        return Refusal("target", f"nothing to do: deployment {where(decision.target)} "
                        f"already has {current} replicas ({asked}, kept within "
                        f"[{params.min}, {params.max}], is {wanted})")
 
@@ -165,7 +166,7 @@ class Scale(DeploymentAction):
         scale = await self.read(target, "scale")
         current = replicas_of(scale.get("spec") or {})
         wanted = scaled(params, current)
-        details: dict[str, Any] = {"deployment": _where(target), "from_replicas": current,
+        details: dict[str, Any] = {"deployment": where(target), "from_replicas": current,
                                    "to_replicas": wanted}
         if wanted == current:  # moved there between preflight and now
             return {**details, "sent": False}
@@ -200,13 +201,13 @@ class PauseRollout(DeploymentAction):
     def check_state(self, decision: Decision, params: BaseModel,
                     state: Mapping[str, Any]) -> Refusal | None:
         if (state.get("spec") or {}).get("paused"):
-            return Refusal("target", f"deployment {_where(decision.target)} is already paused")
+            return Refusal("target", f"deployment {where(decision.target)} is already paused")
         return None
 
     async def run(self, decision: Decision, params: BaseModel) -> dict[str, Any]:
         out = await self.patch(decision.target, {"spec": {"paused": True}},
                                STRATEGIC_MERGE_PATCH)
-        return {"deployment": _where(decision.target), "revision": revision_of(out)}
+        return {"deployment": where(decision.target), "revision": revision_of(out)}
 
     async def verify(self, decision: Decision, params: BaseModel,
                      details: dict[str, Any]) -> bool | None:
@@ -257,18 +258,5 @@ def _now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _seconds(stamp: object) -> float | None:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return None
-
-
-def _where(target: Ref) -> str:
-    return f"{target.namespace}/{target.name}"
-
-
 def _what(target: Ref, subresource: str | None) -> str:
-    return f"deployment {_where(target)}" + (f" {subresource}" if subresource else "")
+    return f"deployment {where(target)}" + (f" {subresource}" if subresource else "")
