@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from daemon.actions.base import Refusal
-from daemon.actions.kube.base import KubeAction, api_error
+from daemon.actions.kube.base import KubeAction, api_error, where
 from daemon.actions.params import MetadataParams
 from daemon.clients.kubernetes import MERGE_PATCH, KubeError
 from daemon.core.decisions import Decision
@@ -19,8 +19,7 @@ from daemon.core.events import Ref
 
 
 def _where(target: Ref) -> str:
-    name = f"{target.namespace}/{target.name}" if target.namespace else target.name
-    return f"{target.kind} {name}"
+    return f"{target.kind} {where(target)}"
 
 
 class _Metadata(KubeAction):

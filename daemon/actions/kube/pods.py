@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from daemon.actions.base import Refusal
-from daemon.actions.kube.base import KubeAction, api_error
+from daemon.actions.kube.base import KubeAction, api_error, where
 from daemon.actions.kube.podsafety import removal_refusal
 from daemon.actions.kube.quarantine import QuarantinePolicy
 from daemon.actions.params import (
@@ -37,10 +37,6 @@ _BUDGET_NAME = re.compile(r"disruption budget (\S+) needs")
 _UNTIL_TIMEOUT = 1_000_000
 
 
-def _where(target: Ref) -> str:
-    return f"{target.namespace}/{target.name}"
-
-
 def _grace(params: PodRemovalParams) -> dict[str, Any]:
     if params.grace_period is None:
         return {}
@@ -49,7 +45,7 @@ def _grace(params: PodRemovalParams) -> dict[str, Any]:
 
 def _delete_options(target: Ref, params: PodRemovalParams) -> dict[str, Any]:
     if not target.id:
-        raise PermanentError(f"pod {_where(target)}: no uid known for it; refusing to remove "
+        raise PermanentError(f"pod {where(target)}: no uid known for it; refusing to remove "
                              "whatever pod has that name now")
     return {"preconditions": {"uid": target.id}, **_grace(params)}
 
@@ -57,9 +53,9 @@ def _delete_options(target: Ref, params: PodRemovalParams) -> dict[str, Any]:
 def _removal_error(exc: KubeError, doing: str, target: Ref) -> ActionError:
     """404 and 409 on a pod removal are final: it is gone, or another pod has its name."""
     if isinstance(exc, KubeStatusError) and exc.code == 404:
-        return PermanentError(f"{doing}: pod {_where(target)} no longer exists")
+        return PermanentError(f"{doing}: pod {where(target)} no longer exists")
     if isinstance(exc, KubeStatusError) and exc.code == 409:
-        return PermanentError(f"{doing}: pod {_where(target)} is not the pod the rule saw "
+        return PermanentError(f"{doing}: pod {where(target)} is not the pod the rule saw "
                               f"(uid {target.id} precondition failed): {exc.message}")
     return api_error(exc, doing)
 
@@ -78,7 +74,7 @@ class _PodRemoval(KubeAction):
         for condition in (state.get("status") or {}).get("conditions") or ():
             if isinstance(condition, dict) and condition.get("type") == "Ready" and (
                     condition.get("status") == "True"):
-                return f"pod {_where(decision.target)} is Ready again since the unready event"
+                return f"pod {where(decision.target)} is Ready again since the unready event"
         return None
 
     def check_state(self, decision: Decision, params: BaseModel,
@@ -115,7 +111,7 @@ class Evict(_PodRemoval):
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
                 "metadata": {"name": target.name, "namespace": target.namespace},
                 "deleteOptions": _delete_options(target, params)}
-        doing = f"evict pod {_where(target)}"
+        doing = f"evict pod {where(target)}"
         try:
             await self.client.create(PODS, target.namespace, body, name=target.name,
                                      subresource="eviction")
@@ -123,7 +119,7 @@ class Evict(_PodRemoval):
             raise self._refused(exc, doing, target, params) from None
         except KubeError as exc:
             raise api_error(exc, doing) from None
-        return {"pod": _where(target), "uid": target.id, "evicted": True, **_grace(params)}
+        return {"pod": where(target), "uid": target.id, "evicted": True, **_grace(params)}
 
     def _refused(self, exc: KubeStatusError, doing: str, target: Ref,
                  params: EvictParams) -> ActionError:
@@ -155,8 +151,8 @@ class DeletePod(_PodRemoval):
         try:
             await self.client.delete(PODS, target.namespace, target.name, body)
         except KubeError as exc:
-            raise _removal_error(exc, f"delete pod {_where(target)}", target) from None
-        return {"pod": _where(target), "uid": target.id, "deleted": True, **_grace(params)}
+            raise _removal_error(exc, f"delete pod {where(target)}", target) from None
+        return {"pod": where(target), "uid": target.id, "deleted": True, **_grace(params)}
 
 
 class Quarantine(KubeAction):
@@ -171,10 +167,10 @@ class Quarantine(KubeAction):
         assert isinstance(params, QuarantineParams)
         labels = (state.get("metadata") or {}).get("labels") or {}
         if labels.get(params.label) == params.value:
-            return Refusal("preflight", f"pod {_where(decision.target)} is already quarantined "
+            return Refusal("preflight", f"pod {where(decision.target)} is already quarantined "
                            f"({params.label}={params.value})")
         if (state.get("spec") or {}).get("hostNetwork"):
-            return Refusal("preflight", f"pod {_where(decision.target)} uses the host network: "
+            return Refusal("preflight", f"pod {where(decision.target)} uses the host network: "
                            "a NetworkPolicy cannot isolate it")
         return None
 
@@ -187,13 +183,13 @@ class Quarantine(KubeAction):
         try:
             await self.client.patch(PODS, target.namespace, target.name, patch, MERGE_PATCH)
         except KubeError as exc:
-            error = api_error(exc, f"label pod {_where(target)} {params.label}={params.value}")
+            error = api_error(exc, f"label pod {where(target)} {params.label}={params.value}")
             if created:
                 error.args = (f"{error}; NetworkPolicy {policy.where} was created by this call "
                               "and is left in place (it selects no pod without the label)",)
             raise error from None
         return {
-            "pod": _where(target), "uid": target.id,
+            "pod": where(target), "uid": target.id,
             "label": {params.label: params.value},
             "network_policy": {"namespace": target.namespace, "name": policy.name,
                                "created": created},

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from daemon.actions.base import Refusal
 from daemon.actions.kube import revisions
-from daemon.actions.kube.base import KubeAction, api_error
+from daemon.actions.kube.base import KubeAction, api_error, where
 from daemon.actions.kube.revisions import NoRevision, Revision
 from daemon.actions.params import RollbackParams
 from daemon.clients.kubernetes import JSON_PATCH, RESOURCES, KubeClient, KubeError
@@ -176,7 +176,7 @@ class Rollback(KubeAction):
         try:
             replicasets, _ = await self.client.list(REPLICASETS, target.namespace or None, query)
         except KubeError as exc:
-            raise api_error(exc, f"list the replicasets of deployment {_where(target)}") \
+            raise api_error(exc, f"list the replicasets of deployment {where(target)}") \
                 from None
         return Rollout(deployment, replicasets)
 
@@ -224,7 +224,7 @@ class Rollback(KubeAction):
         target = decision.target
         rollout = await self.observe(target)
         if rollout is None:
-            raise PermanentError(f"deployment {_where(target)} no longer exists")
+            raise PermanentError(f"deployment {where(target)} no longer exists")
         # The guards read the same state moments ago; a retry reads it anew.
         reason = self.superseded(decision, rollout)
         goal, refusal = self._refusal(rollout, params)
@@ -235,7 +235,7 @@ class Rollback(KubeAction):
             await self.client.patch(DEPLOYMENTS, target.namespace or None, target.name,
                                     revisions.go_json(patch), JSON_PATCH)
         except KubeError as exc:
-            raise api_error(exc, f"roll back deployment {_where(target)}") from None
+            raise api_error(exc, f"roll back deployment {where(target)}") from None
         return _details(target, rollout, goal)
 
     def intent(self, decision: Decision, params: BaseModel,
@@ -291,7 +291,7 @@ Rollback.observe_key = "kubernetes/deployment+replicasets"
 def _details(target: Ref, rollout: Rollout, goal: Revision) -> dict[str, Any]:
     before = rollout.current
     return {
-        "deployment": _where(target), "deployment_uid": rollout.uid,
+        "deployment": where(target), "deployment_uid": rollout.uid,
         "from_revision": before.number if before else revisions.revision_number(
             rollout.deployment),
         "from_hash": before.hash if before else "",
@@ -305,10 +305,6 @@ def _details(target: Ref, rollout: Rollout, goal: Revision) -> dict[str, Any]:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _where(target: Ref) -> str:
-    return f"{target.namespace}/{target.name}" if target.namespace else target.name
 
 
 CLASSES: tuple[type[KubeAction], ...] = (Rollback,)
