@@ -139,6 +139,17 @@ class Cluster:
         return self.kube.bed.log.mutations()
 
 
+def kube_executor(client: KubeClient, cache: Cache, audit: AuditLog,
+                  metrics: Metrics) -> Executor:
+    """The real Executor with every Kubernetes action and the cache-synced guard, as the
+    daemon wires them (fast retries, a short action timeout)."""
+    executor = Executor({a.name: a for a in kube_actions(client, cache)}, audit, metrics,
+                        ExecutorSettings(retry_delay=0.05, action_timeout=5))
+    executor.insert_guard(CacheSyncedGuard(cache, frozenset(
+        {"Pod", "ReplicaSet", "Deployment", "Node"})), before="target")
+    return executor
+
+
 @pytest_asyncio.fixture
 async def cluster(kube: KubeApiServer, kubeconfig: Path,
                   tmp_path: Path) -> AsyncIterator[Cluster]:
@@ -152,10 +163,7 @@ async def cluster(kube: KubeApiServer, kubeconfig: Path,
                               cache=cache)
     audit = AuditLog(tmp_path / "audit.jsonl")
     audit.open()
-    executor = Executor({a.name: a for a in kube_actions(client, cache)}, audit, metrics,
-                        ExecutorSettings(retry_delay=0.05, action_timeout=5))
-    executor.insert_guard(CacheSyncedGuard(cache, frozenset(
-        {"Pod", "ReplicaSet", "Deployment", "Node"})), before="target")
+    executor = kube_executor(client, cache, audit, metrics)
     task = asyncio.create_task(source.run())
     try:
         await until(lambda: source.synced and len(kube.bed.log.find(

@@ -13,9 +13,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from daemon.actions.executor import Executor, ExecutorSettings
-from daemon.actions.kube.catalog import kube_actions
-from daemon.actions.kube.guards import CacheSyncedGuard
+from daemon.actions.executor import Executor
 from daemon.actions.kube.partition import PartitionGuard
 from daemon.audit import AuditLog
 from daemon.clients.kubernetes import KubeClient
@@ -26,7 +24,7 @@ from daemon.kube.cache import Cache
 from daemon.sources.kubernetes import KubernetesSource, Tuning
 from daemon.telemetry.metrics import Metrics
 from tests.kube.server import KubeApiServer
-from tests.kubeactions import KINDS, deployment, until
+from tests.kubeactions import KINDS, deployment, kube_executor, until
 from tests.rulekit import CATALOG
 
 EVICTIONS = r"/pods/[^/]+/eviction$"
@@ -52,10 +50,7 @@ async def bed(kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> AsyncIte
     source = KubernetesSource(client, events.append, metrics, KINDS, tuning=TUNING, cache=cache)
     audit = AuditLog(tmp_path / "audit.jsonl")
     audit.open()
-    executor = Executor({a.name: a for a in kube_actions(client, cache)}, audit, metrics,
-                        ExecutorSettings(retry_delay=0.05, action_timeout=5))
-    executor.insert_guard(CacheSyncedGuard(cache, frozenset(
-        {"Pod", "ReplicaSet", "Deployment", "Node"})), before="target")
+    executor = kube_executor(client, cache, audit, metrics)
     executor.insert_guard(PartitionGuard(source, executor.resubmit), before="target")
     task = asyncio.create_task(source.run())
     try:

@@ -270,13 +270,18 @@ async def test_never_rolls_back_onto_the_revision_it_left(
     assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "example/web:1.0"
 
 
+def rollback_daemon(tmp_path: Path, kubeconfig: Path) -> DaemonProcess:
+    """A real remedyd with the rollback rule, watching what a rollback resolves through."""
+    return DaemonProcess(tmp_path / "d", RULE.replace("PARAMS", "{}"), extra={
+        "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig),
+                       "kinds": ["pods", "replicasets", "deployments"]}})
+
+
 async def test_a_restarted_remedyd_does_not_roll_back_again(
         kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
     kube.bed.add_node("node-1")
     kube.bed.apply(deployment("example/web:1.0", replicas=1))
-    daemon = DaemonProcess(tmp_path / "d", RULE.replace("PARAMS", "{}"), extra={
-        "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig),
-                       "kinds": ["pods", "replicasets", "deployments"]}})
+    daemon = rollback_daemon(tmp_path, kubeconfig)
     await asyncio.to_thread(daemon.start)
     try:
         kube.bed.controller.crash_images.add("example/web:2.0")
@@ -302,9 +307,7 @@ async def test_killed_between_the_patch_and_its_outcome_it_still_knows_what_it_l
         kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
     kube.bed.add_node("node-1")
     kube.bed.apply(deployment("example/web:1.0", replicas=1))
-    daemon = DaemonProcess(tmp_path / "d", RULE.replace("PARAMS", "{}"), extra={
-        "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig),
-                       "kinds": ["pods", "replicasets", "deployments"]}})
+    daemon = rollback_daemon(tmp_path, kubeconfig)
     await asyncio.to_thread(daemon.start)
     try:
         await killed_once_the_rollback_landed(kube, daemon)
