@@ -257,6 +257,75 @@ class NotifySettings(_Group):
     max_notifications_per: Duration = 3600.0
 
 
+class PrometheusSettings(_Group):
+    """Where `source: kpi` rules, `unless:` gates and `verify.query` run their PromQL."""
+
+    # Unset: KPI rules load but never fire (`remedyd check` warns).
+    url: str | None = None
+    # Sent with every query (e.g. {Authorization = "Bearer ..."}); never logged.
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = Field(default=10.0, gt=0)
+    # How often a KPI rule without its own `interval` is queried.
+    interval: Duration = Field(default=30.0, gt=0)
+
+
+class AlertmanagerSettings(_Group):
+    """The Alertmanager whose active silences stop remedyd acting on what they cover."""
+
+    # Unset: silences are not consulted.
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = Field(default=5.0, gt=0)
+
+
+class GenericWebhookSettings(_Group):
+    """`POST /webhooks/generic/{name}`: HMAC-SHA256 over "<timestamp>.<body>"."""
+
+    secret: str = Field(min_length=16)
+    # Older (or later) timestamps than this are refused, as is a repeated signature.
+    replay_window: Duration = Field(default=300.0, gt=0)
+
+
+class WebhookSettings(_Group):
+    """Inbound webhooks on remedyd's HTTP server (off unless configured)."""
+
+    # `POST /webhooks/alertmanager` is served when this is true.
+    alertmanager: bool = False
+    # Credentials Alertmanager's http_config sends: a bearer token, or basic auth; with
+    # neither set, requests need none.
+    alertmanager_token: str | None = None
+    alertmanager_username: str | None = None
+    alertmanager_password: str | None = None
+    # Bodies larger than this get 413 before they are read.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    generic: dict[str, GenericWebhookSettings] = Field(default_factory=dict)
+
+
+class ProbeSettings(_Group):
+    """One `[[probes]]` entry: an HTTP(S) URL or a TCP host:port checked every `interval`."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+    url: str | None = None
+    tcp: str | None = None
+    interval: Duration = Field(default=10.0, gt=0)
+    timeout: Duration = Field(default=5.0, gt=0)
+    # HTTP: the statuses that count as up (default 200-399), and a substring the body
+    # must contain.
+    expect_status: list[int] = Field(default_factory=list)
+    expect_body: str | None = None
+    tls_verify: bool = True
+    # Consecutive failures before `failed`, consecutive successes before `recovered`.
+    failures: int = Field(default=3, ge=1)
+    successes: int = Field(default=1, ge=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ProbeSettings:
+        if (self.url is None) == (self.tcp is None):
+            raise ValueError("give exactly one of `url` (HTTP) and `tcp` (host:port)")
+        return self
+
+
 class EngineSettings(_Group):
     queue_size: int = Field(default=10_000, ge=10)
 
@@ -275,6 +344,10 @@ class Settings(BaseSettings):
     rules: RulesSettings = Field(default_factory=RulesSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    probes: list[ProbeSettings] = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # The file the settings were read from, for messages about a key found wrong later.

@@ -117,11 +117,11 @@ def test_a_notification_with_a_url_is_clean(tmp_path: Path, params: str) -> None
 
 
 def test_a_rule_whose_source_is_off_is_a_warning(tmp_path: Path) -> None:
-    text = rules(NOTIFY.format(name="slow-queries", source="kpi", params="{}"))
+    text = rules(NOTIFY.format(name="slow-queries", source="probe", params="{}"))
     result = check(tmp_path, text, docker=True, webhook_url="http://127.0.0.1:9/x")
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines(result)[0] == (
-        f"{tmp_path / 'rules.yaml'}:2: rule 'slow-queries': warning: source 'kpi' is not "
+        f"{tmp_path / 'rules.yaml'}:2: rule 'slow-queries': warning: source 'probe' is not "
         "enabled in this configuration; the rule never fires")
     assert check(tmp_path, text, "--strict", docker=True,
                  webhook_url="http://127.0.0.1:9/x").returncode == 1

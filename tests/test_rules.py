@@ -199,10 +199,10 @@ def test_a_directory_without_rule_files_is_an_error(tmp_path: Path) -> None:
 # -- an action must be able to act on what its rule's events are about -----------------
 
 @pytest.mark.parametrize("change", [
-    ("source: docker", "source: kpi"),
+    ("source: docker", "source: probe"),
     ("    when:", "    match: {kind: image}\n    when:"),
     ('when: event.action ==', 'when: event.kind == "network" && event.action =='),
-], ids=["kpi-source", "match-kind-image", "condition-kind-network"])
+], ids=["probe-source", "match-kind-image", "condition-kind-network"])
 def test_an_action_that_cannot_act_on_the_rules_targets_is_a_load_error(
         tmp_path: Path, change: tuple[str, str]) -> None:
     _, errors = load_ruleset([write(tmp_path, GOOD.replace(*change))], ACTIONS)
@@ -214,7 +214,7 @@ def test_an_action_that_cannot_act_on_the_rules_targets_is_a_load_error(
 
 def test_escalation_actions_must_fit_the_target_too(tmp_path: Path) -> None:
     text = (GOOD.replace("docker.restart: {timeout: 5s}", "notify.webhook: {}")
-            .replace("source: docker", "source: kpi")
+            .replace("source: docker", "source: probe")
             + "    budget: {max: 1, per: 1h, then: [docker.kill: {}]}\n")
     _, errors = load_ruleset([write(tmp_path, text)], ACTIONS)
     assert len(errors) == 1 and "budget.then: docker.kill" in str(errors[0]), errors
@@ -222,7 +222,7 @@ def test_escalation_actions_must_fit_the_target_too(tmp_path: Path) -> None:
 
 def test_notifications_apply_to_any_target(tmp_path: Path) -> None:
     text = (GOOD.replace("docker.restart: {timeout: 5s}", "notify.webhook: {}")
-            .replace("source: docker", "source: kpi"))
+            .replace("source: docker", "source: probe"))
     ruleset, errors = load_ruleset([write(tmp_path, text)], ACTIONS)
     assert not errors and len(ruleset.rules) == 1
 
@@ -307,7 +307,7 @@ def test_a_reload_with_a_misfit_action_is_refused(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path, GOOD).start()
     try:
         (daemon.rules_dir / "rules.yaml").write_text(GOOD.replace("source: docker",
-                                                                  "source: kpi"))
+                                                                  "source: probe"))
         daemon.signal(signal.SIGHUP)
         wait_for(lambda: "last_failed_reload" in daemon.readiness()["checks"]["rules"], 10,
                  "the reload to fail")

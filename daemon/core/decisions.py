@@ -21,6 +21,9 @@ class Decision:
     # the executor could not resolve one from the event's subject; the `target` guard
     # refuses such a decision.
     unresolved: str = ""
+    # The rung of the rule's ladder: 0 its `actions`, n its `escalate[n-1]`; a later rung
+    # belongs to the incident of the first.
+    step: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {

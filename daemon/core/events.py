@@ -57,6 +57,8 @@ class Event:
     # the subject is gone): a Pod ready again ends its `unready`, so a rule waiting
     # `for: 5m` on that stops waiting.
     resolves: tuple[str, ...] = ()
+    # The one rule this event is for (a KPI sample answers one rule's query); "": any.
+    for_rule: str = ""
 
     def summary(self) -> dict[str, Any]:
         """What the audit log keeps of an event: enough to explain, without the whole object."""

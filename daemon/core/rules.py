@@ -6,13 +6,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from daemon.core.durations import Duration
 from daemon.core.errors import RuleError
+from daemon.core.templates import TemplateError, check
 from daemon.core.validation import describe_all
 
 SOURCES = ("docker", "kubernetes", "kpi", "probe", "webhook")
@@ -23,12 +24,32 @@ SOURCE_KINDS: dict[str, tuple[str, ...]] = {"docker": ("container",),
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 
 
+class Verify(BaseModel):
+    """After a step succeeded: did the repair hold? Recovered when, within `within`,
+    `until` (CEL, over the subject's later events, as `when`) matches, or `query`
+    (PromQL, instant) returns a sample; with neither, when the rule's own state for the
+    subject stops firing (its `clear_when`, or `when` no longer holding)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    within: Duration = Field(gt=0)
+    until: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _one_signal(self) -> Verify:
+        if self.until is not None and self.query is not None:
+            raise ValueError("give `until` (CEL) or `query` (PromQL), not both")
+        return self
+
+
 class ActionSpec(BaseModel):
-    """One step of a rule: `- docker.restart: {timeout: 10s}`."""
+    """One step of a rule: `- docker.restart: {timeout: 10s}`, optionally with
+    `verify: {within: 2m}` beside the action's name."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    verify: Verify | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -36,17 +57,23 @@ class ActionSpec(BaseModel):
         if isinstance(value, str):
             return {"name": value, "params": {}}
         if isinstance(value, dict) and "name" not in value:
-            if len(value) != 1:
+            names = [key for key in value if key != "verify"]
+            if len(names) != 1:
                 raise ValueError(
                     "an action is a mapping with exactly one key, the action's name "
-                    f"(e.g. `- docker.restart: {{timeout: 10s}}`), got keys {sorted(value)}"
+                    f"(e.g. `- docker.restart: {{timeout: 10s}}`), plus `verify:` if it "
+                    f"is verified; got keys {sorted(map(str, value))}"
                 )
-            ((name, params),) = value.items()
+            name = names[0]
+            params = value[name]
             if params is None:
                 params = {}
             if not isinstance(params, dict):
                 raise ValueError(f"parameters of {name} must be a mapping")
-            return {"name": name, "params": params}
+            spec: dict[str, Any] = {"name": name, "params": params}
+            if "verify" in value:
+                spec["verify"] = value["verify"]
+            return spec
         return value
 
 
@@ -78,6 +105,48 @@ class Occurrences(BaseModel):
     within: Duration
 
 
+class Flap(BaseModel):
+    """More than `changes` changes of the rule's state for one subject within `within`:
+    the subject is flapping; its actions are suppressed (audited), and `notify` (default:
+    the rule's steps that change nothing) runs once when flapping starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    changes: int = Field(ge=2)
+    within: Duration = Field(gt=0)
+    notify: list[ActionSpec] = Field(default_factory=list)
+
+
+OnMissing = Literal["hold", "breach", "ok"]
+_TARGET_KIND = re.compile(r"^(docker|kubernetes)/[a-z]+$")
+
+
+class Target(BaseModel):
+    """What a KPI series or an alert is about, from its labels: `kind` is a target kind
+    (`docker/container`, `kubernetes/deployment`, ...), `name` and `namespace` templates
+    such as `{{ $labels.deployment }}`. A series missing a named label has no target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    name: str
+    namespace: str = ""
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if not _TARGET_KIND.match(value):
+            raise ValueError(f"expected docker/<kind> or kubernetes/<kind>, got {value!r}")
+        return value
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _label_templates(cls, value: str) -> str:
+        try:
+            check(value)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
 class Match(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str | None = None
@@ -99,7 +168,33 @@ class Rule(BaseModel):
     dry_run: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    # Constants conditions read as `params.<name>` (thresholds), so a pack's numbers
+    # are set in one place.
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    # source: kpi: the PromQL instant query polled every `interval` (default: [prometheus]
+    # interval); each returned series is one subject. An empty result or NaN counts as
+    # neither breach nor healthy unless `on_missing` says so.
+    query: str | None = None
+    interval: Duration | None = Field(default=None, gt=0)
+    on_missing: OnMissing = "hold"
+    # Time semantics, as in Prometheus alerting rules: once firing, stay firing this long
+    # after the condition stopped holding; `clear_when` (hysteresis): once firing, stay
+    # firing until this holds, not merely until `when` stops holding.
+    keep_firing_for: Duration = 0.0
+    clear_when: str | None = None
+    flap: Flap | None = None
+    # Gates: PromQL queries, any non-empty result blocks acting (as kured's blocking
+    # alerts); and whether an active Alertmanager silence matching the decision's labels
+    # blocks it (where [alertmanager] url is set).
+    unless: list[str] = Field(default_factory=list)
+    silences: bool = True
+    # KPI and webhook rules: the object the actions act on, from the labels.
+    target: Target | None = None
     actions: list[ActionSpec] = Field(min_length=1)
+    # The ladder: when a step's `verify` says the repair did not hold, the next of these
+    # runs, under the same incident; the last one failing ends in a notification and the
+    # rule paused for that subject.
+    escalate: list[ActionSpec] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -114,6 +209,14 @@ class Rule(BaseModel):
         if value not in SOURCES:
             raise ValueError(f"unknown source {value!r}; one of {', '.join(SOURCES)}")
         return value
+
+    @model_validator(mode="after")
+    def _query_for_kpi_rules(self) -> Rule:
+        if self.source == "kpi" and not self.query:
+            raise ValueError("a `source: kpi` rule needs a `query` (PromQL)")
+        if self.source != "kpi" and (self.query is not None or self.interval is not None):
+            raise ValueError("`query` and `interval` belong to `source: kpi` rules")
+        return self
 
 
 class RuleFile(BaseModel):

@@ -48,6 +48,10 @@ class CompiledRule:
     uses_object: bool
     # The event attributes the condition names; None: it may read any of them.
     attributes: frozenset[str] | None = None
+    # `clear_when`, compiled; None: the state clears when `when` stops holding.
+    clear: Condition | None = None
+    # Whether a condition reads `params` (then it gets a context of its own).
+    uses_params: bool = False
 
 
 @dataclass
@@ -119,16 +123,14 @@ def compile_rule(loaded: LoadedRule,
     rule = loaded.rule
     where = f"{loaded.file}:{loaded.line}"
     problems: list[str] = []
-    condition: Condition | None = None
-    try:
-        condition = Condition(rule.when)
-    except ConditionError as exc:
-        problems.append(f"when: {exc}")
-    if condition is not None:
-        unknown = condition.variables - {"event", "object"}
-        if unknown:
-            problems.append(f"when: unknown variable(s) {', '.join(sorted(unknown))}; "
-                            "conditions see `event` and `object`")
+    condition = _compile_condition("when", rule.when, problems)
+    clear = (_compile_condition("clear_when", rule.clear_when, problems)
+             if rule.clear_when is not None else None)
+    for label, spec in steps_of(rule):
+        if spec.verify is not None and spec.verify.until is not None:
+            _compile_condition(f"{label}: {spec.name}: verify.until", spec.verify.until,
+                               problems)
+    uses_params = any("params" in c.variables for c in (condition, clear) if c is not None)
     models = {name: _params_of(entry) for name, entry in catalog.items()}
     for label, spec in steps_of(rule):
         try:
@@ -141,8 +143,34 @@ def compile_rule(loaded: LoadedRule,
     if problems or condition is None:
         return None, [RuleError(where, problem, rule.name) for problem in problems]
     return CompiledRule(rule=rule, condition=condition, file=loaded.file, line=loaded.line,
-                        uses_object="object" in condition.variables,
-                        attributes=attribute_keys(rule.when)), []
+                        uses_object="object" in condition.variables or (
+                            clear is not None and "object" in clear.variables),
+                        attributes=_attributes(rule), clear=clear,
+                        uses_params=uses_params), []
+
+
+# What a condition may name: the event, the subject's current state, the rule's params.
+CONDITION_VARIABLES = frozenset({"event", "object", "params"})
+
+
+def _compile_condition(label: str, source: str, problems: list[str]) -> Condition | None:
+    try:
+        condition = Condition(source)
+    except ConditionError as exc:
+        problems.append(f"{label}: {exc}")
+        return None
+    unknown = condition.variables - CONDITION_VARIABLES
+    if unknown:
+        problems.append(f"{label}: unknown variable(s) {', '.join(sorted(unknown))}; "
+                        "conditions see `event`, `object` and `params`")
+        return None
+    return condition
+
+
+def _attributes(rule: Rule) -> frozenset[str] | None:
+    """The attributes `when` and `clear_when` name together (None: any)."""
+    keys = [attribute_keys(source) for source in (rule.when, rule.clear_when) if source]
+    return None if None in keys else frozenset().union(*(k for k in keys if k))
 
 
 def _params_of(entry: type[BaseModel] | ActionTraits) -> type[BaseModel]:
@@ -151,6 +179,8 @@ def _params_of(entry: type[BaseModel] | ActionTraits) -> type[BaseModel]:
 
 def targets_of(rule: Rule) -> tuple[str, ...]:
     """The target kinds (`docker/container`) a rule's events can be about; `src/*`: any."""
+    if rule.target is not None:
+        return (rule.target.kind,)
     kinds = ((rule.match.kind,) if rule.match.kind else
              tuple(sorted(required_kinds(rule.when) or ())) or SOURCE_KINDS.get(rule.source))
     return tuple(f"{rule.source}/{kind}" for kind in kinds) if kinds else (f"{rule.source}/*",)
@@ -159,8 +189,11 @@ def targets_of(rule: Rule) -> tuple[str, ...]:
 def steps_of(rule: Rule) -> list[tuple[str, ActionSpec]]:
     """Every action a rule can run, with the key it sits under."""
     steps = [("actions", spec) for spec in rule.actions]
+    steps.extend(("escalate", spec) for spec in rule.escalate)
     if rule.budget is not None:
         steps.extend(("budget.then", spec) for spec in rule.budget.then)
+    if rule.flap is not None:
+        steps.extend(("flap.notify", spec) for spec in rule.flap.notify)
     return steps
 
 
