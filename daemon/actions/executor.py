@@ -85,6 +85,11 @@ class _Intent:
         return any(step["outcome"] != "success" for step in self.steps)
 
 
+def _rung(decision: Decision) -> dict[str, int]:
+    """A ladder's later rung says which it is in its records (the first says nothing)."""
+    return {"step": decision.step} if decision.step else {}
+
+
 @dataclass
 class _Coalesced:
     incident: str
@@ -302,6 +307,7 @@ class Executor:
             "decision": status,
             "guards": [r.as_record() for r in results],
             "dry_run": self.settings.dry_run or rule.dry_run,
+            **_rung(decision),
         }
         if refused is not None:
             record.update(suppressed_by=refused.guard, reason=refused.reason,
@@ -333,7 +339,8 @@ class Executor:
             self.metrics.escalations.labels(rule.name).inc()
             log.warning("rule %s on %s: budget exhausted, escalating", rule.name,
                         decision.target.name)
-        spend = Spend(rule, decision.target.key, ctx.escalation, ctx.mutating, ctx.now, kept)
+        spend = Spend(rule, decision.target.key, ctx.escalation, ctx.mutating, ctx.now, kept,
+                      decision.incident_id)
         for guard in self.guards:
             guard.commit(spend)
         self._spend(decision.incident_id, stored.get("time"))
@@ -458,7 +465,7 @@ class Executor:
         record: dict[str, Any] = {
             "incident": decision.incident_id, "rule": decision.rule.name,
             "target": decision.target.as_dict(), "decision": intent.status,
-            "outcome": outcome, "steps": intent.steps,
+            **_rung(decision), "outcome": outcome, "steps": intent.steps,
             "duration_s": round(self.clock() - intent.started, 6),
         }
         if error:
@@ -546,7 +553,8 @@ class Executor:
             spend = Spend(rule, target, status == "escalate",
                           changes_something(self.actions, map(str, names)), now - age,
                           {k: v for k, v in kept.items() if isinstance(v, dict)}
-                          if isinstance(kept, dict) else {})
+                          if isinstance(kept, dict) else {},
+                          incident if isinstance(incident, str) else "")
             for guard in self.guards:
                 guard.commit(spend)
             restored += 1

@@ -8,6 +8,7 @@ the executor does not know any of them by name.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -19,6 +20,8 @@ from daemon.core.rules import ActionSpec, Rule
 from daemon.engine.budgets import GuardBook
 
 Verdict = Literal["ok", "refuse", "escalate"]
+# Targets whose cooldown's incident the cooldown guard remembers (ladder rules only).
+COOLDOWN_INCIDENTS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,9 @@ class Spend:
     at: float
     # Per guard name, what its GuardResult asked to keep (see GuardResult.keep).
     kept: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The incident that spent it: a later rung of that incident's ladder is not held
+    # back by the cooldown its first rung started.
+    incident: str = ""
 
 
 @dataclass
@@ -156,22 +162,41 @@ class SupersededGuard(BaseGuard):
 
 
 class CooldownGuard(BaseGuard):
+    """A rule acts on a target at most once per `cooldown`; the next rung of a ladder is
+    part of the incident that started the cooldown, not a new one, so it is let by (and
+    restarts the cooldown: a later incident waits for it too)."""
+
     name = "cooldown"
 
     def __init__(self, book: GuardBook) -> None:
         self.book = book
+        # (rule, target) -> the incident whose action started its cooldown; only for
+        # rules with a ladder, and bounded.
+        self._started_by: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def check(self, ctx: GuardContext) -> GuardResult:
-        rule = ctx.decision.rule
-        left = self.book.cooldown_left(rule.name, ctx.decision.target.key, rule.cooldown, ctx.now)
+        decision = ctx.decision
+        rule = decision.rule
+        left = self.book.cooldown_left(rule.name, decision.target.key, rule.cooldown, ctx.now)
+        if left > 0 and decision.step > 0 and self._started_by.get(
+                (rule.name, decision.target.key)) == decision.incident_id:
+            return GuardResult(self.name, "ok", f"rung {decision.step} of the incident "
+                               "that started the cooldown")
         if left > 0:
             return self.refuse(f"acted on this target {rule.cooldown - left:.1f}s ago; "
                                f"cooldown {rule.cooldown:g}s")
         return self.ok()
 
     def commit(self, spend: Spend) -> None:
-        if not spend.escalation:
-            self.book.mark_acted(spend.rule.name, spend.target, spend.at)
+        if spend.escalation:
+            return
+        self.book.mark_acted(spend.rule.name, spend.target, spend.at)
+        if spend.rule.escalate and spend.incident:
+            key = (spend.rule.name, spend.target)
+            self._started_by.pop(key, None)
+            self._started_by[key] = spend.incident
+            while len(self._started_by) > COOLDOWN_INCIDENTS:
+                self._started_by.popitem(last=False)
 
 
 class BudgetGuard(BaseGuard):
@@ -235,6 +260,54 @@ class NotifyRateGuard(BaseGuard):
     def commit(self, spend: Spend) -> None:
         if not spend.mutating:
             self.book.notified(spend.at)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A rule stopped on a subject: its ladder ran out without the repair holding."""
+
+    rule: str
+    incident: str
+    reason: str
+    # The keys it covers: the target the ladder acted on and the subject its events are
+    # about (a Pod's rollback acts on its Deployment).
+    keys: tuple[str, ...]
+
+
+class PausedGuard(BaseGuard):
+    """Refuses a rule's decisions on a subject whose ladder ended without a repair that
+    held, until the rule's state for it resolves; the pausing incident's own closing
+    notification is let by."""
+
+    name = "paused"
+
+    def __init__(self) -> None:
+        self._paused: dict[tuple[str, str], Pause] = {}
+
+    def pause(self, pause: Pause) -> None:
+        for key in pause.keys:
+            self._paused[(pause.rule, key)] = pause
+
+    def unpause(self, rule: str, key: str) -> Pause | None:
+        """Lift the pause covering (rule, key), if any, and every key it covered."""
+        pause = self._paused.get((rule, key))
+        if pause is not None:
+            for covered in pause.keys:
+                if self._paused.get((rule, covered)) is pause:
+                    del self._paused[(rule, covered)]
+        return pause
+
+    def paused(self, rule: str, key: str) -> Pause | None:
+        return self._paused.get((rule, key))
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        decision = ctx.decision
+        for key in (decision.target.key, decision.event.subject.key):
+            pause = self._paused.get((decision.rule.name, key))
+            if pause is not None and pause.incident != decision.incident_id:
+                return self.refuse(f"paused since incident {pause.incident}: {pause.reason}; "
+                                   "until the rule's state for it resolves")
+        return self.ok()
 
 
 class PreflightGuard(BaseGuard):

@@ -47,6 +47,14 @@ class Metrics:
                                  "open incident.", ["rule"], registry=r)
         self.escalations = Counter("remedyd_escalations_total",
                                    "Budget escalations fired.", ["rule"], registry=r)
+        # Ladders: whether each verified repair held.
+        self.verifications = Counter("remedyd_verifications_total",
+                                     "Verifications of a repair, by rule and outcome "
+                                     "(recovered, not_recovered, unknown).", ["rule", "outcome"],
+                                     registry=r)
+        self.paused = Gauge("remedyd_paused_subjects",
+                            "Subjects a rule is paused on: its ladder ended without a repair "
+                            "that held.", registry=r)
         self.action_duration = Histogram("remedyd_action_duration_seconds",
                                          "Time an action took, retries included.", ["action"],
                                          buckets=_LATENCY_BUCKETS, registry=r)
