@@ -1,4 +1,4 @@
-"""remedyd run | check | rbac | audit verify|tail | version"""
+"""remedyd run | check | test | rbac | audit verify|tail | version"""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="exit 1 on warnings too (rules that cannot work here)")
     check.add_argument("rule_paths", nargs="*", help="rule files or directories "
                        "(default: [rules] paths from the configuration)")
+    test = sub.add_parser("test", help="run rule test files (YAML, as `promtool test "
+                          "rules` reads them) on a fake clock; nothing is executed")
+    test.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    test.add_argument("-v", "--verbose", action="store_true",
+                      help="print what happened in passing tests too")
     rbac = sub.add_parser("rbac", help="print the least-privilege ClusterRole (YAML) for "
                           "the watched kinds and the loaded rules' Kubernetes actions")
     rbac.add_argument("--config", type=Path)
@@ -65,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if args.command == "rbac":
         return _rbac(args)
+    if args.command == "test":
+        from daemon.testing.run import main as run_tests
+
+        return run_tests(args.files, sys.stdout, sys.stderr, args.verbose)
     return _run(args)
 
 

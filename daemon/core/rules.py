@@ -232,12 +232,15 @@ class LoadedRule:
 
 
 def discover(paths: Iterable[str | Path]) -> list[Path]:
-    """Rule files under the given paths: files as named, directories' *.yaml/*.yml sorted."""
+    """Rule files under the given paths: files as named, directories' *.yaml/*.yml sorted,
+    but `remedyd test` files beside them (*.test.yaml, *.test.yml; subdirectories such
+    as rules/tests/ are not read either)."""
     found: list[Path] = []
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")
+                                and not p.stem.endswith(".test")))
         else:
             found.append(path)
     return found

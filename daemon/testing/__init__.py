@@ -1,0 +1,1 @@
+"""`remedyd test` and `remedyd replay`: rule files run on a fake clock, nothing executed."""
