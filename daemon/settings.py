@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -293,12 +296,29 @@ class WebhookSettings(_Group):
     alertmanager: bool = False
     # Credentials Alertmanager's http_config sends: a bearer token, or basic auth; with
     # neither set, requests need none.
-    alertmanager_token: str | None = None
-    alertmanager_username: str | None = None
+    alertmanager_token: str | None = Field(default=None, min_length=1)
+    alertmanager_username: str | None = Field(default=None, min_length=1)
     alertmanager_password: str | None = None
     # Bodies larger than this get 413 before they are read.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     generic: dict[str, GenericWebhookSettings] = Field(default_factory=dict)
+
+    @field_validator("generic")
+    @classmethod
+    def _webhook_names(cls, value: dict[str, GenericWebhookSettings]
+                       ) -> dict[str, GenericWebhookSettings]:
+        # The name is a path segment of the URL and a metric label.
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?", name):
+                raise ValueError(f"webhook name {name!r}: use lower-case letters, digits, "
+                                 "'.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _basic_auth_pair(self) -> WebhookSettings:
+        if (self.alertmanager_username is None) != (self.alertmanager_password is None):
+            raise ValueError("alertmanager_username and alertmanager_password go together")
+        return self
 
 
 class ProbeSettings(_Group):
@@ -319,11 +339,70 @@ class ProbeSettings(_Group):
     successes: int = Field(default=1, ge=1)
     labels: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+        return value
+
+    @field_validator("tcp")
+    @classmethod
+    def _tcp_host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            tcp_address(value)
+        return value
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        if wrong := [status for status in value if not 100 <= status <= 599]:
+            raise ValueError(f"HTTP statuses are 100-599, got {wrong}")
+        return value
+
     @model_validator(mode="after")
     def _one_target(self) -> ProbeSettings:
         if (self.url is None) == (self.tcp is None):
             raise ValueError("give exactly one of `url` (HTTP) and `tcp` (host:port)")
+        if self.tcp is not None and (self.expect_status or self.expect_body is not None):
+            raise ValueError("expect_status and expect_body are for `url` probes, not `tcp`")
+        # A check still running when the next is due would be skipped: no overlap.
+        if self.timeout > self.interval:
+            raise ValueError(f"timeout ({self.timeout:g}s) must not exceed interval "
+                             f"({self.interval:g}s)")
         return self
+
+    @property
+    def target(self) -> str:
+        return self.url if self.url is not None else str(self.tcp)
+
+
+def tcp_address(value: str) -> tuple[str, int]:
+    """("db", 5432) from "db:5432", ("::1", 6379) from "[::1]:6379"; ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    # An IPv6 address needs its brackets, or where it ends and the port begins is a guess.
+    if (not sep or not host or (":" in host and not bracketed) or not port.isdigit()
+            or not 0 < int(port) < 65536):
+        raise ValueError(f'expected HOST:PORT (e.g. "db:5432", "[::1]:6379"), got {value!r}')
+    return host, int(port)
+
+
+def _unique_probe_names(probes: list[ProbeSettings]) -> list[ProbeSettings]:
+    first: dict[str, int] = {}
+    for index, probe in enumerate(probes):
+        if probe.name in first:
+            raise ValueError(f"duplicate name {probe.name!r}: probes[{first[probe.name]}] "
+                             f"and probes[{index}]")
+        first[probe.name] = index
+    return probes
+
+
+ProbeList = Annotated[list[ProbeSettings], AfterValidator(_unique_probe_names)]
 
 
 class EngineSettings(_Group):
@@ -347,7 +426,7 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
-    probes: list[ProbeSettings] = Field(default_factory=list)
+    probes: ProbeList = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # The file the settings were read from, for messages about a key found wrong later.

@@ -7,10 +7,11 @@ from daemon.integrations.base import Integration
 from daemon.integrations.docker import DockerIntegration
 from daemon.integrations.kubernetes import KubernetesIntegration
 from daemon.integrations.notify import NotifyIntegration
+from daemon.integrations.probes import ProbesIntegration
 from daemon.settings import Settings
 
 INTEGRATIONS: tuple[type[Integration], ...] = (NotifyIntegration, DockerIntegration,
-                                                 KubernetesIntegration)
+                                                 KubernetesIntegration, ProbesIntegration)
 
 
 def available(settings: Settings) -> Available:

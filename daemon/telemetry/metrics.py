@@ -103,3 +103,16 @@ class Metrics:
         self.audit_last_seq = Gauge("remedyd_audit_last_seq",
                                     "Seq of the newest audit record: a copy of the checkpoint "
                                     "kept off the host shows a cut tail.", registry=r)
+        # -- probes ([[probes]], daemon/sources/probes.py) --
+        self.probe_up = Gauge("remedyd_probe_up",
+                              "1 if the probe's last check passed, 0 if it failed (the "
+                              "failed/recovered events count N and M checks in a row).",
+                              ["probe"], registry=r)
+        self.probe_duration = Histogram("remedyd_probe_duration_seconds",
+                                        "How long a probe's checks took (a timeout counts "
+                                        "as long as the timeout).", ["probe"],
+                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.probe_checks = Counter("remedyd_probe_checks_total",
+                                    "Probe checks, by result: ok, or why one failed (timeout, "
+                                    "refused, dns, tls, status, body, error).",
+                                    ["probe", "result"], registry=r)
