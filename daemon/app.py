@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from daemon import __version__
@@ -74,7 +73,6 @@ class Daemon:
         self.actions: dict[str, Action] = {}
         self.integrations: dict[str, Switch] = {}
         self._before_acting: list[Callable[[], Awaitable[None]]] = []
-        self.routes: list[web.AbstractRouteDef] = []
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
         self.evaluator = Evaluator(self.ruleset)
@@ -115,7 +113,6 @@ class Daemon:
             for guard, before in plugged.guards:
                 self.executor.insert_guard(guard, before)
             self._before_acting.extend(plugged.before_acting)
-            self.routes.extend(plugged.routes)
         self.executor.actions = dict(self.actions)
 
     # -- what the HTTP layer reads ---------------------------------------------------------
@@ -311,8 +308,8 @@ class Daemon:
     async def start(self) -> None:
         # Bind first: a taken port is a configuration error, and nothing is audited as
         # started before the daemon can be reached.
-        stop_http = await serve(build_app(self, self.metrics, self.routes),
-                                self.settings.server.host, self.settings.server.port)
+        stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,
+                                self.settings.server.port)
         self._stack.push_async_callback(stop_http)
         loop = asyncio.get_running_loop()
         self.audit.schedule_checkpoints(
