@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from daemon import __version__
@@ -73,6 +74,7 @@ class Daemon:
         self.actions: dict[str, Action] = {}
         self.integrations: dict[str, Switch] = {}
         self._before_acting: list[Callable[[], Awaitable[None]]] = []
+        self.routes: list[web.AbstractRouteDef] = []
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
         self.evaluator = Evaluator(self.ruleset)
@@ -113,6 +115,7 @@ class Daemon:
             for guard, before in plugged.guards:
                 self.executor.insert_guard(guard, before)
             self._before_acting.extend(plugged.before_acting)
+            self.routes.extend(plugged.routes)
         self.executor.actions = dict(self.actions)
 
     # -- what the HTTP layer reads ---------------------------------------------------------
@@ -308,8 +311,8 @@ class Daemon:
     async def start(self) -> None:
         # Bind first: a taken port is a configuration error, and nothing is audited as
         # started before the daemon can be reached.
-        stop_http = await serve(build_app(self, self.metrics), self.settings.server.host,
-                                self.settings.server.port)
+        stop_http = await serve(build_app(self, self.metrics, self.routes),
+                                self.settings.server.host, self.settings.server.port)
         self._stack.push_async_callback(stop_http)
         loop = asyncio.get_running_loop()
         self.audit.schedule_checkpoints(

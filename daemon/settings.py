@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Sequence
@@ -295,12 +296,29 @@ class WebhookSettings(_Group):
     alertmanager: bool = False
     # Credentials Alertmanager's http_config sends: a bearer token, or basic auth; with
     # neither set, requests need none.
-    alertmanager_token: str | None = None
-    alertmanager_username: str | None = None
+    alertmanager_token: str | None = Field(default=None, min_length=1)
+    alertmanager_username: str | None = Field(default=None, min_length=1)
     alertmanager_password: str | None = None
     # Bodies larger than this get 413 before they are read.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     generic: dict[str, GenericWebhookSettings] = Field(default_factory=dict)
+
+    @field_validator("generic")
+    @classmethod
+    def _webhook_names(cls, value: dict[str, GenericWebhookSettings]
+                       ) -> dict[str, GenericWebhookSettings]:
+        # The name is a path segment of the URL and a metric label.
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?", name):
+                raise ValueError(f"webhook name {name!r}: use lower-case letters, digits, "
+                                 "'.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _basic_auth_pair(self) -> WebhookSettings:
+        if (self.alertmanager_username is None) != (self.alertmanager_password is None):
+            raise ValueError("alertmanager_username and alertmanager_password go together")
+        return self
 
 
 class ProbeSettings(_Group):

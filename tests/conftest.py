@@ -383,3 +383,88 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     yield make
     for where in mounted:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+# ==========================================================================
+# Alertmanager: Debian's prometheus-alertmanager on loopback
+# ==========================================================================
+#
+# `alertmanager` (function): start(webhook_url, http_config=..., max_alerts=...) runs a
+# fresh Alertmanager (scripts/stack/alertmanager-up: group_wait 0s, group_interval 1s,
+# one webhook receiver with send_resolved) on a free port and returns an
+# AlertmanagerInstance; every one started is stopped at the end of the test.
+# `alertmanager_stack` (session) stops any left at the end of the session.
+# AlertmanagerInstance.post_alerts() writes alerts through API v2 as Prometheus does;
+# .amtool(...) runs amtool against it; .metric() reads its own /metrics.
+
+
+@dataclass
+class AlertmanagerInstance:
+    url: str
+    port: int
+
+    def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.url}/api/v2/alerts",
+                                         json.dumps(alerts).encode(),
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+    def amtool(self, *args: str) -> str:
+        exe = shutil.which("amtool") or "/usr/bin/amtool"
+        done = subprocess.run([exe, f"--alertmanager.url={self.url}", *args],
+                              capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"amtool {' '.join(args)} failed: {done.stderr}")
+        return done.stdout.strip()
+
+    def metric(self, name: str, **labels: str) -> float:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples if sample.name == name
+                   and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+class AlertmanagerStack:
+    def __init__(self) -> None:
+        self.running: set[int] = set()
+
+    def start(self, webhook_url: str, *, http_config: str = "", max_alerts: int = 0,
+              port: int | None = None) -> AlertmanagerInstance:
+        from tests.harness import free_port
+
+        port = port or free_port()
+        env = {**os.environ, "AM_WEBHOOK_HTTP_CONFIG": http_config,
+               "AM_WEBHOOK_MAX_ALERTS": str(max_alerts)}
+        url = run_stack("alertmanager-up", str(port), webhook_url, env=env)
+        self.running.add(port)
+        return AlertmanagerInstance(url, port)
+
+    def stop(self, port: int) -> None:
+        run_stack("alertmanager-down", str(port))
+        self.running.discard(port)
+
+
+@pytest.fixture(scope="session")
+def alertmanager_stack() -> Iterator[AlertmanagerStack]:
+    stack = AlertmanagerStack()
+    try:
+        yield stack
+    finally:
+        for port in list(stack.running):
+            stack.stop(port)
+
+
+@pytest.fixture
+def alertmanager(alertmanager_stack: AlertmanagerStack) -> Iterator[AlertmanagerStack]:
+    before = set(alertmanager_stack.running)
+    yield alertmanager_stack
+    for port in alertmanager_stack.running - before:
+        alertmanager_stack.stop(port)

@@ -24,16 +24,19 @@ import msgspec
 
 from daemon import __version__
 from daemon.clients.kubetransport import Transport, open_transport
+from daemon.kube import watchdecode
 
 # The table lives with the pure code (`remedyd rbac` needs no client); re-exported here.
 from daemon.kube.resources import RESOURCES as RESOURCES
 from daemon.kube.resources import WRITE_RESOURCES as WRITE_RESOURCES
 from daemon.kube.resources import Resource as Resource
+from daemon.kube.watchdecode import Trimmed
 
 LIST_PAGE = 500
 USER_AGENT = f"remedyd/{__version__}"
-# Watch lines and list pages are decoded with msgspec into the same dicts and lists as
-# the stdlib's json.loads, twice as fast (bench/kube_ingest.py), big integers kept exact.
+# List pages, answers and the watch lines daemon.kube.watchdecode does not take are
+# decoded with msgspec into the same dicts and lists as the stdlib's json.loads, twice
+# as fast (bench/kube_ingest.py), big integers kept exact.
 decode_json = msgspec.json.Decoder().decode
 # Content types of the three patch flavours the API server takes (no server-side apply).
 MERGE_PATCH = "application/merge-patch+json"
@@ -151,8 +154,9 @@ class KubeClient:
                     label_selector: str | None, resource_version: str,
                     stall: float, timeout_seconds: int | None = None,
                     field_selector: str | None = None,
-                    ) -> AsyncIterator[dict[str, Any]]:
-        """Watch events as decoded JSON objects, until the server ends the watch."""
+                    ) -> AsyncIterator[dict[str, Any] | Trimmed]:
+        """Watch events as decoded JSON objects, until the server ends the watch; most
+        are decoded trimmed already (daemon.kube.watchdecode)."""
         seconds = timeout_seconds or watch_timeout()
         query = {"watch": "true", "allowWatchBookmarks": "true",
                  "resourceVersion": resource_version, "timeoutSeconds": str(seconds)}
@@ -304,7 +308,10 @@ def status_error(verb: str, plural: str, code: int, body: Any,
                                  for c in causes or () if isinstance(c, dict)))
 
 
-def _decode_line(resource: Resource, line: bytes) -> dict[str, Any]:
+def _decode_line(resource: Resource, line: bytes) -> dict[str, Any] | Trimmed:
+    fast = watchdecode.decoder(resource.kind)
+    if fast is not None and (event := fast(line)) is not None:
+        return event
     try:
         event = decode_json(line)
     except ValueError:

@@ -10,7 +10,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -62,7 +62,9 @@ def audit_limit(request: web.Request) -> int | web.Response:
     return _error(400, f"limit must be an integer from 1 to {MAX_AUDIT_LIMIT}, got {shown!r}")
 
 
-def build_app(daemon: DaemonView, metrics: Metrics) -> web.Application:
+def build_app(daemon: DaemonView, metrics: Metrics,
+              routes: Sequence[web.AbstractRouteDef] = ()) -> web.Application:
+    """The daemon's endpoints, and `routes` integrations serve (inbound webhooks)."""
     server_log = ServerLog(log)
 
     @web.middleware
@@ -121,6 +123,7 @@ def build_app(daemon: DaemonView, metrics: Metrics) -> web.Application:
     app.router.add_get("/api/v1/rules", rules)
     app.router.add_get("/api/v1/audit", audit)
     app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_routes(routes)
     return app
 
 

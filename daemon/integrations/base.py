@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from daemon.actions.base import Action
 from daemon.actions.executor import Executor
@@ -22,6 +22,9 @@ from daemon.core.decisions import Decision
 from daemon.core.events import Event
 from daemon.settings import Settings
 from daemon.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from aiohttp.web import AbstractRouteDef
 
 
 class Source(Protocol):
@@ -82,6 +85,8 @@ class Plugged:
     guards: list[tuple[Guard, str]] = field(default_factory=list)
     # Awaited once on start, before the executor takes a decision (restore shared state).
     before_acting: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Endpoints served on the daemon's HTTP server (inbound webhooks).
+    routes: list[AbstractRouteDef] = field(default_factory=list)
 
 
 class Integration(ABC):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.kube.trim import TrimError, describe, trim
+from daemon.kube.watchdecode import Digests, Trimmed
 
 Key = tuple[str, str, str]  # (kind, namespace, name); a Node's namespace is ""
 
@@ -41,6 +42,9 @@ class Cache:
         self._by_uid: dict[str, Key] = {}
         self._children: dict[str, set[Key]] = {}  # controller uid -> objects it controls
         self._synced: set[str] = set()
+        # What a watch-decoded object was built from (watchdecode.Digests), with the
+        # object itself: a later update's unchanged parts are taken over from it.
+        self._digests: dict[Key, tuple[dict[str, Any], Digests]] = {}
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -68,7 +72,15 @@ class Cache:
         """A watch event (ADDED, MODIFIED, DELETED) applied; None when it changes nothing."""
         if event_type not in ("ADDED", "MODIFIED", "DELETED"):
             raise TrimError(f"{describe(raw)}: unknown watch event type {event_type!r}")
-        new = trim(raw)
+        return self._apply(event_type, trim(raw), None)
+
+    def apply_trimmed(self, event: Trimmed) -> Change | None:
+        """apply() of a watch event decoded by daemon.kube.watchdecode: the same change,
+        with what the new object has the same as the cached one taken over from it."""
+        return self._apply(event.type, event.head, event)
+
+    def _apply(self, event_type: str, new: dict[str, Any], decoded: Trimmed | None
+               ) -> Change | None:
         key = key_of(new)
         old = self._objects.get(key)
         if event_type == "DELETED":
@@ -78,11 +90,17 @@ class Cache:
             return Change(key[0], old, None)
         if old is not None and _version(old) == _version(new):
             return None
+        digests = None
+        if decoded is not None:
+            built = self._digests.get(key)
+            new, digests = decoded.build(old, built[1] if built is not None and (
+                built[0] is old) else None)
+            key = key_of(new)
         if old is not None and _uid(old) != _uid(new):
             # Deleted and created again under the same name: the new one has no past.
-            self._put(key, old, new)
+            self._put(key, old, new, digests)
             return Change(key[0], None, new)
-        self._put(key, old, new)
+        self._put(key, old, new, digests)
         return Change(key[0], old, new)
 
     def replace(self, kind: str, items: Iterable[dict[str, Any]],
@@ -117,10 +135,15 @@ class Cache:
         self._synced.add(kind)
         return changes
 
-    def _put(self, key: Key, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+    def _put(self, key: Key, old: dict[str, Any] | None, new: dict[str, Any],
+             digests: Digests | None = None) -> None:
         if old is not None:
             self._unindex(key, old)
         self._objects[key] = new
+        if digests is not None:
+            self._digests[key] = (new, digests)
+        else:
+            self._digests.pop(key, None)
         uid = new["metadata"].get("uid")
         if uid:
             self._by_uid[uid] = key
@@ -131,6 +154,7 @@ class Cache:
     def _remove(self, key: Key, old: dict[str, Any]) -> None:
         self._unindex(key, old)
         del self._objects[key]
+        self._digests.pop(key, None)
 
     def _unindex(self, key: Key, old: dict[str, Any]) -> None:
         uid = old["metadata"].get("uid")

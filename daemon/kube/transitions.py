@@ -95,6 +95,11 @@ class _Diff:
 # -- Pods ------------------------------------------------------------------------------------
 
 def _pod(diff: _Diff) -> Iterator[Event]:
+    # A Pod's transitions compare its status alone, and the same status implies none.
+    # The cache shares an unchanged status between the two (daemon.kube.watchdecode):
+    # most updates only move the resourceVersion.
+    if diff.old is not None and diff.old.get("status") is diff.new.get("status"):
+        return
     old_statuses = _container_statuses(diff.old)
     for status in _container_statuses(diff.new).values():
         yield from _container(diff, status, old_statuses.get(status.get("name")))

@@ -16,13 +16,15 @@ from __future__ import annotations
 import sys
 from typing import Any, TypeAlias
 
+import msgspec
+
 # A field spec: None keeps the value whole; a dict keeps only those keys of a mapping
 # (of every mapping, for a list of them), each by its own spec.
 Spec: TypeAlias = "dict[str, Spec] | None"
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
-_METADATA: dict[str, Spec] = {
+METADATA: dict[str, Spec] = {
     "name": None, "namespace": None, "uid": None, "resourceVersion": None,
     "generation": None, "labels": None, "annotations": None, "ownerReferences": None,
     "deletionTimestamp": None, "creationTimestamp": None,
@@ -106,14 +108,14 @@ def trim(obj: Any) -> dict[str, Any]:
             metadata["name"]):
         raise TrimError(f"{describe(obj)}: metadata.name missing or not a string")
     out: dict[str, Any] = {"apiVersion": _short(obj.get("apiVersion")), "kind": _short(kind),
-                           "metadata": _pick(metadata, _METADATA)}
+                           "metadata": pick(metadata, METADATA)}
     annotations = out["metadata"].get("annotations")
     if isinstance(annotations, dict) and LAST_APPLIED in annotations:
         out["metadata"]["annotations"] = {k: v for k, v in annotations.items()
                                           if k != LAST_APPLIED}
     for key, sub in spec.items():
         if key in obj:
-            out[key] = _pick(obj[key], sub)
+            out[key] = pick(obj[key], sub)
     return out
 
 
@@ -129,15 +131,16 @@ def describe(obj: Any) -> str:
     return f"{obj.get('kind', '?')} {name}"
 
 
-def _pick(value: Any, spec: Spec) -> Any:
+def pick(value: Any, spec: Spec) -> Any:
+    """The parts of `value` that `spec` keeps, interned."""
     if spec is None:
         return _whole(value)
     if type(value) is dict:
         # The spec's keys are interned already (literals).
-        return {k: _whole(value[k]) if sub is None else _pick(value[k], sub)
+        return {k: _whole(value[k]) if sub is None else pick(value[k], sub)
                 for k, sub in spec.items() if k in value}
     if type(value) is list:
-        return [_pick(item, spec) for item in value]
+        return [pick(item, spec) for item in value]
     return _whole(value)
 
 
@@ -162,3 +165,44 @@ _intern = sys.intern
 def _short(value: Any) -> Any:
     # Long strings (messages, hashes) rarely repeat; interning them only fills the table.
     return _intern(value) if type(value) is str and len(value) <= 64 else value
+
+
+def share(new: Any, old: Any) -> Any:
+    """`new` (trimmed, not interned yet) as trim() would have made it, with the parts that
+    are the same as in `old` (the cached object it replaces) taken from `old`.
+
+    Most updates of a Pod move only its resourceVersion: the rest is taken over as it is,
+    instead of copied and interned string by string again. Cached objects are never
+    changed in place, so old and new may share parts.
+    """
+    if type(new) is dict and type(old) is dict:
+        get, out = old.get, {}
+        for key, value in new.items():
+            before = get(key, _MISSING)
+            if type(value) is str:  # most of them: _same and _short, inlined
+                out[_intern(key)] = before if type(before) is str and value == before else (
+                    _intern(value) if len(value) <= 64 else value)
+            else:
+                out[_intern(key)] = before if _same(value, before) else share(value, before)
+        return out
+    if type(new) is list and type(old) is list and len(new) == len(old):
+        return [before if _same(item, before) else share(item, before)
+                for item, before in zip(new, old, strict=True)]
+    return _whole(new)
+
+
+def _same(new: Any, old: Any) -> bool:
+    """Whether `old` can stand for `new`: equal, of the same JSON types throughout (1, 1.0
+    and true are equal in Python, and so are -0.0 and 0.0), keys in the same order."""
+    kind = type(new)
+    if kind is not type(old):
+        return False
+    if kind is str or kind is int or kind is bool or new is None:
+        return bool(new == old)
+    if kind is float:
+        return False  # -0.0 == 0.0; floats are rare in Kubernetes objects
+    return bool(new == old) and _encode(new) == _encode(old)
+
+
+_MISSING = object()
+_encode = msgspec.json.encode

@@ -41,6 +41,7 @@ from daemon.core.events import Event
 from daemon.kube.cache import Cache, Change, controller_ref, trim_listed
 from daemon.kube.transitions import transitions
 from daemon.kube.trim import TrimError
+from daemon.kube.watchdecode import Trimmed
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd.source.kubernetes")
@@ -414,8 +415,10 @@ class _Informer:
             self._handle(scope, event)
         return delivered or time.monotonic() - started >= QUICK_CLOSE
 
-    def _handle(self, scope: _Scope, event: dict[str, Any]) -> None:
-        kind, obj = event.get("type"), event["object"]
+    def _handle(self, scope: _Scope, event: dict[str, Any] | Trimmed) -> None:
+        # Trimmed: a plain event, decoded trimmed by the client; a dict: anything else.
+        kind, obj = (event.type, event.object) if isinstance(event, Trimmed) else (
+            event.get("type"), event["object"])
         if kind == "ERROR":
             error = status_error("watch", self.resource.plural, 0, obj)
             if error.code == 410:
@@ -426,7 +429,8 @@ class _Informer:
             if "kind" not in obj:
                 obj = {**obj, "kind": self.resource.kind}
             try:
-                change = self.source.cache.apply(str(kind), obj)
+                change = (self.source.cache.apply_trimmed(event) if isinstance(event, Trimmed)
+                          else self.source.cache.apply(str(kind), obj))
             except (TrimError, KeyError) as exc:
                 log.warning("%s: skipped a %s event: %s", self._what(scope), kind, exc)
                 change = None
