@@ -17,12 +17,14 @@ from prometheus_client import CollectorRegistry
 from daemon import __version__
 from daemon.actions.base import Action
 from daemon.actions.executor import REMEMBERED, Executor, ExecutorSettings
+from daemon.actions.ladder import Ladder
 from daemon.actions.params import ACTIONS, CATALOG
 from daemon.audit import open_intents
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.bus import Bus
 from daemon.clients.http import HttpClient
 from daemon.core.rules import Rule
+from daemon.engine.changes import StateChange
 from daemon.engine.evaluator import Evaluator
 from daemon.engine.lint import lint
 from daemon.engine.rule_status import RuleStatus
@@ -86,6 +88,10 @@ class Daemon:
             notify_per=settings.notify.max_notifications_per,
             coalesce_window=safety.coalesce_window))
         self._plug_integrations()
+        self.state_hooks: list[Callable[[StateChange], None]] = []
+        # Ladders: a verification hears the rule's state resolving and the subject's events.
+        self.ladder = Ladder(self.executor, notify_url=settings.notify.webhook_url)
+        self.state_hooks.append(self.ladder.on_state)
         self.supervisor = Supervisor(self.metrics, self._fatal)
         self._stop = asyncio.Event()
         self.draining = False
@@ -349,6 +355,8 @@ class Daemon:
                 event = None
             now = loop.time()
             decisions = [] if event is None else self.evaluator.evaluate(event, now)
+            if event is not None:
+                self.ladder.observe(event)
             decisions += self.evaluator.due(now)
             for problem in self.evaluator.take_problems():
                 self.metrics.rule_errors.labels(problem.rule).inc()
@@ -361,6 +369,7 @@ class Daemon:
     async def shutdown(self) -> None:
         self.draining = True
         await self.supervisor.stop()
+        await self.ladder.close()
         cancelled = await self.executor.drain(self.settings.safety.shutdown_timeout)
         if cancelled:
             log.warning("cancelled %d action(s) still running at the shutdown deadline",

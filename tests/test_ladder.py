@@ -199,6 +199,17 @@ async def test_not_recovered_climbs_the_ladder_then_pauses_until_resolved(bed: B
     assert bed.records("decision")[-1]["incident"] == again.incident_id
 
 
+async def test_a_later_rung_is_not_superseded_by_the_earlier_rungs_repair(bed: Bed) -> None:
+    # Rung 0 restarted the target after the event: the event is stale for rung 1, but
+    # the verification that found the repair did not hold is not.
+    bed.fix2.superseded_by = "the container was started again after the event"
+    bed.start(LADDER)
+    bed.decide()
+    await bed.until(lambda: bed.fix2.runs)
+    rung = next(r for r in bed.records("decision") if r.get("step") == 1)
+    assert rung["decision"] == "act"
+
+
 async def test_a_later_incident_still_waits_for_a_rungs_cooldown(bed: Bed) -> None:
     bed.start(LADDER)
     first = bed.decide()
@@ -223,7 +234,9 @@ async def test_each_rung_runs_at_most_once_per_incident(bed: Bed) -> None:
     bed.executor.submit(first)
     await bed.until(lambda: bed.page.runs)
     await bed.idle()
-    assert len(bed.fix2.runs) == 1 and len(bed.page.runs) == 1
+    assert len(bed.fix.runs) == len(bed.fix2.runs) == len(bed.page.runs) == 1
+    repeat = bed.records("decision")[1]
+    assert repeat["incident"] == first.incident_id and repeat["suppressed_by"] == "ladder"
     steps = [r.get("step", 0) for r in bed.records("verification")]
     assert steps == [0, 1]
 

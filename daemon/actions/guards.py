@@ -147,6 +147,11 @@ class SupersededGuard(BaseGuard):
     name = "superseded"
 
     async def check(self, ctx: GuardContext) -> GuardResult:
+        if ctx.decision.step > 0:
+            # A later rung of a ladder: its own earlier rung changed the target since the
+            # event, and the verification that found the repair did not hold is newer.
+            return GuardResult(self.name, "ok", "a later rung: its verification is newer "
+                               "than the event")
         for spec in ctx.plan:
             action = ctx.actions.get(spec.name)
             if action is None or not action.mutating:
@@ -275,14 +280,18 @@ class Pause:
 
 
 class PausedGuard(BaseGuard):
-    """Refuses a rule's decisions on a subject whose ladder ended without a repair that
-    held, until the rule's state for it resolves; the pausing incident's own closing
-    notification is let by."""
+    """A ladder's guard. Refuses a rule's decisions on a subject whose ladder ended
+    without a repair that held, until the rule's state for it resolves (the ladder's own
+    closing notification, one step past its last rung, is let by); and a rung an incident
+    has run already (the engine deciding again within the same episode while the ladder
+    verifies), audited as refused by `ladder`: each rung runs once."""
 
     name = "paused"
 
     def __init__(self) -> None:
         self._paused: dict[tuple[str, str], Pause] = {}
+        # Incident -> the rungs its running ladder has acted on (shared with the ladder).
+        self.rungs: dict[str, set[int]] = {}
 
     def pause(self, pause: Pause) -> None:
         for key in pause.keys:
@@ -302,11 +311,16 @@ class PausedGuard(BaseGuard):
 
     async def check(self, ctx: GuardContext) -> GuardResult:
         decision = ctx.decision
+        closing = decision.step > len(decision.rule.escalate)
         for key in (decision.target.key, decision.event.subject.key):
             pause = self._paused.get((decision.rule.name, key))
-            if pause is not None and pause.incident != decision.incident_id:
+            if pause is not None and not (closing and pause.incident == decision.incident_id):
                 return self.refuse(f"paused since incident {pause.incident}: {pause.reason}; "
                                    "until the rule's state for it resolves")
+        ran = self.rungs.get(decision.incident_id)
+        if ran is not None and decision.step in ran:
+            return self.refuse(f"rung {decision.step} of this incident ran already; its "
+                               f"ladder is at rung {max(ran)}", "ladder")
         return self.ok()
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +33,6 @@ from daemon.core.rules import ActionSpec, Rule, Verify
 from daemon.engine.changes import StateChange
 
 log = logging.getLogger("remedyd.ladder")
-# Incidents whose ladder ended, remembered so that a late repeat of one of its decisions
-# does not start the ladder over.
-ENDED_INCIDENTS = 10_000
 SHUTDOWN_GRACE = 5.0
 
 
@@ -63,6 +59,9 @@ class _Run:
     rule: Rule
     event: Event
     target: Ref
+    # The rungs that acted (their decisions passed the guards), and those whose outcome
+    # came back.
+    acted: set[int] = field(default_factory=set)
     done: set[int] = field(default_factory=set)
     resolved: bool = False
 
@@ -79,9 +78,9 @@ class Ladder:
         self.notify_url = notify_url
         self.guard = PausedGuard()
         executor.insert_guard(self.guard, before="cooldown")
+        executor.on_decision.append(self.on_decision)
         executor.on_outcome.append(self.on_outcome)
         self._runs: dict[str, _Run] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
         # Subject or target key -> the verifications waiting on its events and state.
         self._waiting: dict[str, list[tuple[_Run, Verification]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -118,21 +117,27 @@ class Ladder:
                                   "reason": "the rule's state for the subject resolved",
                                   "resolved_by": change.incident})
 
-    def on_outcome(self, decision: Decision, record: Mapping[str, Any]) -> None:
-        rule = decision.rule
+    async def on_decision(self, decision: Decision, record: Mapping[str, Any]) -> None:
+        """A decision about to act: the first rung opens its incident's ladder."""
+        rule, incident = decision.rule, decision.incident_id
         if not has_ladder(rule) or record.get("decision") != "act":
             return
-        incident, step = decision.incident_id, decision.step
-        if incident in self._ended or step >= closing_step(rule):
-            return
         run = self._runs.get(incident)
-        if run is None:
-            if step != 0:
-                return  # a rung of a ladder this daemon did not start (a restart since)
+        if run is None and decision.step == 0:
             run = self._runs[incident] = _Run(incident, rule, decision.event, decision.target)
-        if step in run.done:
-            return  # each rung once
+            self.guard.rungs[incident] = run.acted
+        if run is not None and decision.step < closing_step(rule):
+            run.acted.add(decision.step)
+
+    def on_outcome(self, decision: Decision, record: Mapping[str, Any]) -> None:
+        run = self._runs.get(decision.incident_id)
+        step = decision.step
+        # Not a rung of a running ladder (its closing notification, a ladder a restart
+        # lost), or one whose outcome came already: nothing to do.
+        if run is None or step not in run.acted or step in run.done:
+            return
         run.done.add(step)
+        rule = run.rule
         outcome = record.get("outcome")
         specs = rung(rule, step)
         verify = next((s.verify for s in specs if s.verify is not None), None)
@@ -152,7 +157,7 @@ class Ladder:
                 self._end(run)
                 return
             task = asyncio.create_task(self._verify(run, step, verify),
-                                       name=f"verify-{incident}-{step}")
+                                       name=f"verify-{run.incident}-{step}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif not changes_something(self.executor.actions, (s.name for s in specs)):
@@ -225,7 +230,7 @@ class Ladder:
         following = step + 1
         if run.resolved:
             self._end(run)
-        elif following > len(run.rule.escalate) or following in run.done:
+        elif following > len(run.rule.escalate) or following in run.acted:
             self._close(run, why)
         elif not self._submit(run, following, rung(run.rule, following), why):
             self._end(run)
@@ -246,9 +251,8 @@ class Ladder:
     def _judged(self, run: _Run, step: int, task: asyncio.Task[None]) -> None:
         """A rung handled without an outcome was refused (its decision record says by
         which guard): the ladder ends there."""
-        if step in run.done or task.cancelled() or self.closed:
+        if step in run.acted or task.cancelled() or self.closed:
             return
-        run.done.add(step)
         self._close(run, f"rung {step} ({_names(rung(run.rule, step))}) was not acted on "
                          "(refused by a guard; see its decision record)")
 
@@ -281,17 +285,18 @@ class Ladder:
         quiet = [(step, spec) for step in range(closing_step(run.rule))
                  for spec in rung(run.rule, step) if not changes_something(actions, (spec.name,))]
         if quiet:
-            return tuple(spec for step, spec in quiet if step not in run.done)
+            return tuple(spec for step, spec in quiet if step not in run.acted)
         if self.notify_url and "notify.webhook" in actions:
             message = f"remedyd: rule {run.rule.name} paused on {run.target.name}: {why}"
             return (ActionSpec(name="notify.webhook", params={"message": message}),)
         return None
 
     def _end(self, run: _Run) -> None:
-        self._runs.pop(run.incident, None)
-        self._ended[run.incident] = None
-        while len(self._ended) > ENDED_INCIDENTS:
-            self._ended.popitem(last=False)
+        """The ladder is over: a later decision of its incident starts afresh (a paused
+        subject's are refused by the pause)."""
+        if self._runs.get(run.incident) is run:
+            del self._runs[run.incident]
+            self.guard.rungs.pop(run.incident, None)
 
     def _audit(self, kind: str, record: dict[str, Any]) -> None:
         try:
