@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from daemon.actions.executor import Executor, ExecutorSettings
+from daemon.actions.guards import BaseGuard, GuardContext, GuardResult
 from daemon.actions.ladder import Ladder
 from daemon.actions.params import NoParams, WebhookParams
 from daemon.audit import AuditLog
@@ -336,7 +337,29 @@ async def test_a_rung_refused_by_its_budget_ends_the_ladder_paused(bed: Bed) -> 
     assert rung[0]["suppressed_by"] == "budget_target" and bed.fix2.runs == []
     # The closing notification is the rule's notify step that never ran.
     assert bed.page.runs and bed.records("decision")[-1]["step"] == 3
-    assert bed.records("pause")[0]["incident"] == decision.incident_id
+    [pause] = bed.records("pause")
+    assert pause["incident"] == decision.incident_id and "budget_target" in pause["reason"]
+
+
+class Recovered(BaseGuard):
+    """As the KPI re-check just before acting answers when the series recovered."""
+
+    name = "recheck"
+
+    async def check(self, ctx: GuardContext) -> GuardResult:
+        if ctx.decision.step == 0:
+            return self.ok()
+        return self.refuse("recovered before acting: the error ratio is now 0")
+
+
+async def test_a_rung_not_needed_any_more_ends_the_ladder_unpaused(bed: Bed) -> None:
+    bed.executor.insert_guard(Recovered())
+    bed.start(LADDER)
+    bed.decide()
+    await bed.until(lambda: len(bed.records("decision")) == 2)
+    await bed.idle()
+    assert bed.records("decision")[-1]["suppressed_by"] == "recheck"
+    assert bed.records("pause") == [] and bed.page.runs == []
 
 
 async def test_shutdown_cancels_pending_verifications_cleanly(bed: Bed) -> None:

@@ -34,6 +34,11 @@ from daemon.engine.changes import StateChange
 
 log = logging.getLogger("remedyd.ladder")
 SHUTDOWN_GRACE = 5.0
+# How far back a refused rung's decision record is looked for.
+REFUSAL_LOOKBACK = 500
+# Guards whose refusal of a later rung can mean the subject recovered before it acted
+# (the KPI re-check just before acting): the ladder ends there, not paused.
+RECOVERED_BY = frozenset({"recheck"})
 
 
 def has_ladder(rule: Rule) -> bool:
@@ -249,12 +254,30 @@ class Ladder:
         return True
 
     def _judged(self, run: _Run, step: int, task: asyncio.Task[None]) -> None:
-        """A rung handled without an outcome was refused (its decision record says by
-        which guard): the ladder ends there."""
+        """A rung handled without acting was refused: the ladder ends there, paused,
+        unless the refusal says the subject recovered meanwhile (a KPI's re-check)."""
         if step in run.acted or task.cancelled() or self.closed:
             return
-        self._close(run, f"rung {step} ({_names(rung(run.rule, step))}) was not acted on "
-                         "(refused by a guard; see its decision record)")
+        guard, reason = self._refusal(run.incident, step)
+        if guard in RECOVERED_BY and reason.startswith("recovered"):
+            log.info("incident %s: rung %d not needed: %s", run.incident, step, reason)
+            self._end(run)
+            return
+        refused = f"refused by {guard}: {reason}" if guard else "not acted on"
+        self._close(run, f"rung {step} ({_names(rung(run.rule, step))}) {refused}")
+
+    def _refusal(self, incident: str, step: int) -> tuple[str, str]:
+        """The guard that refused a rung and why, from its decision record (just written)."""
+        try:
+            for scanned, record in enumerate(self.executor.audit.iter_backwards()):
+                if scanned >= REFUSAL_LOOKBACK:
+                    break
+                if (record.get("kind") == "decision" and record.get("incident") == incident
+                        and record.get("step", 0) == step):
+                    return str(record.get("suppressed_by", "")), str(record.get("reason", ""))
+        except AuditUnavailable:
+            pass
+        return "", ""
 
     def _close(self, run: _Run, why: str) -> None:
         """The ladder ran out without a repair that held: pause the rule on the subject
