@@ -24,6 +24,9 @@ class Decision:
     # The rung of the rule's ladder: 0 its `actions`, n its `escalate[n-1]`; a later rung
     # belongs to the incident of the first.
     step: int = 0
+    # Made while the rule's state for this subject flaps: the `flapping` guard refuses it
+    # (audited), so an oscillating signal leaves a record but no repeated repairs.
+    flapping: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -34,4 +37,5 @@ class Decision:
                if self.event.subject.key != self.target.key else {}),
             "actions": [{"name": a.name, "params": a.params} for a in self.actions],
             "labels": dict(self.rule.labels),
+            **({"flapping": True} if self.flapping else {}),
         }

@@ -1,4 +1,5 @@
-"""PURE: (event, rule set, state, now) -> decisions. No I/O, no clock, no logging."""
+"""PURE: (event, rule set, state, now) -> decisions and state changes. No I/O, no clock,
+no logging."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.core.conditions import ConditionError, make_context
+from daemon.core.conditions import Condition, ConditionError, make_context
 from daemon.core.decisions import Decision
 from daemon.core.events import Event
+from daemon.engine.alerts import Machine
+from daemon.engine.changes import StateChange
 from daemon.engine.ruleset import CompiledRule, RuleSet
 from daemon.engine.state import MatchState
+
+# A KPI series with no sample this time (an empty result, NaN): the rule's on_missing.
+MISSING = "missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,64 +57,103 @@ class Evaluator:
         self.ruleset = ruleset
         self.state = MatchState()
         self.problems: list[EvaluationProblem] = []
-        self._new_id = new_id
+        self.machine = Machine(self.state, new_id)
+        self._by_name = {c.rule.name: c for c in ruleset.rules}
 
     def swap(self, ruleset: RuleSet) -> None:
         """Take a new rule set; the state of rules that still exist carries over."""
         self.state.forget_rules({r.rule.name for r in ruleset.rules})
         self.ruleset = ruleset
+        self._by_name = {c.rule.name: c for c in ruleset.rules}
 
     def evaluate(self, event: Event, now: float) -> list[Decision]:
-        candidates = self.ruleset.candidates(event.source, event.kind, event.action)
+        decisions: list[Decision] = []
+        subject_key = event.subject.key
         if event.action == "destroy" or "*" in event.resolves:
-            self.state.forget_subject(event.subject.key)
-        elif event.resolves and self.state.pending:
-            self.state.resolve(event.subject.key, event.resolves)
+            for gone in self.state.forget_subject(subject_key):
+                self.machine.gone(gone, event, now)
+        elif event.resolves and subject_key in self.state.alerts:
+            self._resolve(event, subject_key, now, decisions)
+        if event.for_rule and event.action == MISSING:
+            self._missing(event, subject_key, now, decisions)
+            return decisions
+        candidates = self.ruleset.candidates(event.source, event.kind, event.action)
+        if event.for_rule:  # a KPI sample answers its own rule's query only
+            candidates = tuple(c for c in candidates if c.rule.name == event.for_rule)
         if not candidates:
-            return []
+            return decisions
         variables: dict[str, Any] = {
             "event": event_variables(event, self.ruleset.attributes_for(
                 event.source, event.kind, event.action))}
         if any(rule.uses_object for rule in candidates):
             variables["object"] = dict(event.object or {})
-        context = make_context(variables)
-        decisions: list[Decision] = []
+        shared: Any = None
+        alerts = self.state.alerts.get(subject_key)
         for compiled in candidates:
-            if compiled.rule.match.kind not in (None, event.kind):
+            rule = compiled.rule
+            if rule.match.kind not in (None, event.kind):
                 continue
-            try:
-                matched = compiled.condition.evaluate(context)
-            except ConditionError as exc:
-                self.problems.append(EvaluationProblem(compiled.rule.name, str(exc)))
-                matched = False
-            decision = self._after_match(compiled, event, matched, now)
-            if decision is not None:
-                decisions.append(decision)
+            if compiled.uses_params:  # a context of its own; the others share one
+                context = make_context({**variables, "params": dict(rule.params)})
+            else:
+                context = shared = make_context(variables) if shared is None else shared
+            alert = alerts.get(rule.name) if alerts else None
+            if self._holds(compiled, compiled.condition, context):
+                if rule.occurrences is not None and not self.state.count_hit(
+                        (rule.name, subject_key), now, rule.occurrences.count,
+                        rule.occurrences.within):
+                    if alert is not None:
+                        self.machine.neither(alert)
+                    continue
+                self.machine.held(compiled, alert, event, now, subject_key, decisions)
+            elif alert is not None:
+                if (alert.phase == "firing" and compiled.clear is not None
+                        and not self._holds(compiled, compiled.clear, context)):
+                    self.machine.neither(alert)
+                else:
+                    self.machine.clears(compiled, alert, event, now, decisions)
         return decisions
 
-    def _after_match(self, compiled: CompiledRule, event: Event, matched: bool,
-                     now: float) -> Decision | None:
-        rule = compiled.rule
-        key = (rule.name, event.subject.key)
-        if not matched:
-            self.state.release(key)
-            return None
-        if rule.occurrences is not None and not self.state.count_hit(
-            key, now, rule.occurrences.count, rule.occurrences.within
-        ):
-            return None
-        if rule.for_ > 0:
-            self.state.hold(key, event, now, rule.for_)
-            return None
-        return self._decide(compiled, event, now)
+    def _holds(self, compiled: CompiledRule, condition: Condition, context: Any) -> bool:
+        try:
+            return condition.evaluate(context)
+        except ConditionError as exc:
+            label = "" if condition is compiled.condition else "clear_when: "
+            self.problems.append(EvaluationProblem(compiled.rule.name, f"{label}{exc}"))
+            return False
+
+    def _resolve(self, event: Event, subject_key: str, now: float,
+                 decisions: list[Decision]) -> None:
+        """End the states of this subject that began on one of the actions it resolves."""
+        for alert in list(self.state.alerts.get(subject_key, {}).values()):
+            compiled = self._by_name.get(alert.rule)
+            if (compiled is not None and alert.event is not None
+                    and alert.event.action in event.resolves):
+                self.machine.resolved(compiled, alert, event, now, decisions)
+
+    def _missing(self, event: Event, subject_key: str, now: float,
+                 decisions: list[Decision]) -> None:
+        """No sample for a series (or none at all): the rule's on_missing says what that
+        counts as; nothing is evaluated, there is no value to evaluate."""
+        compiled = self._by_name.get(event.for_rule)
+        if compiled is None or compiled.rule.source != event.source:
+            return
+        alert = self.state.alert(compiled.rule.name, subject_key)
+        if compiled.rule.on_missing == "breach":
+            self.machine.held(compiled, alert, event, now, subject_key, decisions)
+        elif compiled.rule.on_missing == "ok" and alert is not None:
+            self.machine.clears(compiled, alert, event, now, decisions)
 
     def due(self, now: float) -> list[Decision]:
-        """Decisions whose `for` has elapsed with the condition still holding."""
-        decisions = []
-        for (rule_name, _), pending in self.state.take_due(now):
-            compiled = self.ruleset.by_name(rule_name)
-            if compiled is not None:
-                decisions.append(self._decide(compiled, pending.event, now))
+        """What time decided: a `for` elapsed with the condition still holding (and a
+        keep_firing_for or a flap window ran out, which decides nothing but changes)."""
+        decisions: list[Decision] = []
+        for timer, alert in self.state.take_due(now):
+            compiled = self._by_name.get(alert.rule)
+            if compiled is None:
+                self.state.drop(alert)
+            else:
+                self.machine.timer(compiled, alert, timer, now, decisions)
         return decisions
 
     def next_due(self) -> float | None:
@@ -118,12 +163,6 @@ class Evaluator:
         problems, self.problems = self.problems, []
         return problems
 
-    def _decide(self, compiled: CompiledRule, event: Event, now: float) -> Decision:
-        return Decision(
-            incident_id=self._new_id(),
-            rule=compiled.rule,
-            event=event,
-            target=event.subject,
-            actions=tuple(compiled.rule.actions),
-            decided_at=now,
-        )
+    def take_changes(self) -> list[StateChange]:
+        """The state changes since the last call, in order (the daemon audits them)."""
+        return self.machine.take_changes()

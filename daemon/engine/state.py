@@ -1,12 +1,14 @@
-"""Time-based memory of the engine: `for` timers and occurrence counts per (rule, subject).
+"""Time-based memory of the engine, per (rule, subject): the alert state (pending,
+firing, its timers, its recent changes) and occurrence counts.
 
 Pure: every method takes `now` (seconds on a monotonic clock) so that tests
-drive it on fake time and nothing here sleeps or reads a clock.
+drive it on fake time and nothing here sleeps or reads a clock. What the states
+mean and how they move is daemon.engine.alerts; this module only keeps them.
 
-Memory stays flat however many subjects come and go: a pending `for` ends when
-it fires or the condition stops holding, and an occurrence series is evicted
-once its newest hit is older than the rule's window (most subjects, e.g. a
-Kubernetes Pod or a KPI series, never send `destroy`).
+Memory stays flat however many subjects come and go: an alert state is dropped
+when it resolves (once its flap window has passed, for a rule with `flap`), and an
+occurrence series is evicted once its newest hit is older than the rule's window
+(most subjects, e.g. a Kubernetes Pod or a KPI series, never send `destroy`).
 """
 
 from __future__ import annotations
@@ -14,22 +16,55 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
-from daemon.core.events import Event
+from daemon.core.events import Event, Ref
+from daemon.engine.changes import AlertState
 
 Key = tuple[str, str]  # (rule name, subject key)
+# What a timer ends: a `for` (pending -> firing), a keep_firing_for (firing -> resolved),
+# or a flap window (flapping may end; a resolved state may be dropped).
+Timer = Literal["for", "keep", "flap"]
 
 # Series evicted per call at most, so a sweep after a long quiet spell never
 # stalls the engine loop; each hit adds at most one series, so none pile up.
 SWEEP_BATCH = 1024
 
 
-@dataclass
-class Pending:
-    since: float
-    due: float
-    event: Event
+@dataclass(slots=True)
+class Alert:
+    """One rule's state for one subject, from its first match to its resolution."""
+
+    rule: str
+    subject: Ref
+    subject_key: str
+    phase: AlertState = "inactive"
+    # The episode's incident (kept after it resolved, for a flapping_ended to name).
+    incident: str = ""
+    # The newest event the condition held on: what a `for` elapsing decides on, and
+    # what a later event's `resolves` is matched against.
+    event: Event | None = None
+    for_due: float | None = None
+    keep_due: float | None = None
+    flap_due: float | None = None
+    # When the state changed, inside the rule's flap window (rules with `flap` only).
+    changes: list[float] = field(default_factory=list)
+    flapping: bool = False
+
+    def due(self, timer: Timer) -> float | None:
+        return self.for_due if timer == "for" else (
+            self.keep_due if timer == "keep" else self.flap_due)
+
+    def set_due(self, timer: Timer, due: float | None) -> None:
+        """None cancels it: its entry in the timer heap goes stale."""
+        if timer == "for":
+            self.for_due = due
+        elif timer == "keep":
+            self.keep_due = due
+        else:
+            self.flap_due = due
 
 
 @dataclass(slots=True)
@@ -45,63 +80,90 @@ class StateSize:
     pending: int  # `for` timers running
     series: int  # (rule, subject) occurrence series held
     hits: int  # timestamps in those series
+    alerts: int = 0  # (rule, subject) alert states held, inactive ones included
 
 
 class MatchState:
-    """Per (rule, subject): when the condition started holding, and how often it held."""
+    """Per (rule, subject): its alert state and timers, and how often the condition held."""
 
     def __init__(self) -> None:
-        self.pending: dict[Key, Pending] = {}
-        # (due, n, key) for every hold; entries whose key was released or held again
-        # since are stale and dropped when they reach the top.
-        self._dues: list[tuple[float, int, Key]] = []
+        # subject -> rule -> state: one lookup per event finds a subject's states, and
+        # `destroy` forgets a subject without a scan.
+        self.alerts: dict[str, dict[str, Alert]] = {}
+        self._count = 0
+        # (due, n, timer, subject, rule); entries whose state was dropped or whose timer
+        # was cancelled or moved since are stale and dropped when they reach the top.
+        self._timers: list[tuple[float, int, Timer, str, str]] = []
         self._n = itertools.count()
-        # subject -> rule -> series: `destroy` forgets a subject without a scan.
+        # subject -> rule -> series, as for the alerts.
         self._series: dict[str, dict[str, Series]] = {}
         # Per window length, keys in order of their newest hit (oldest first): the
         # expired ones are at the front. Entries for series since dropped or moved to
         # another window (a reload changed it) are stale and skipped.
         self._by_last_hit: dict[float, OrderedDict[Key, None]] = {}
 
-    # -- `for` ---------------------------------------------------------------------------
+    # -- alert states ---------------------------------------------------------------------
 
-    def hold(self, key: Key, event: Event, now: float, duration: float) -> None:
-        current = self.pending.get(key)
-        if current is None:
-            pending = Pending(since=now, due=now + duration, event=event)
-            self.pending[key] = pending
-            heapq.heappush(self._dues, (pending.due, next(self._n), key))
-            if len(self._dues) > 2 * len(self.pending) + 64:
-                self._dues = [(p.due, next(self._n), k) for k, p in self.pending.items()]
-                heapq.heapify(self._dues)
-        else:
-            current.event = event
+    def alert(self, rule: str, subject_key: str) -> Alert | None:
+        rules = self.alerts.get(subject_key)
+        return rules.get(rule) if rules else None
 
-    def release(self, key: Key) -> None:
-        self.pending.pop(key, None)
+    def add(self, rule: str, subject: Ref, subject_key: str) -> Alert:
+        alert = Alert(rule, subject, subject_key)
+        self.alerts.setdefault(subject_key, {})[rule] = alert
+        self._count += 1
+        return alert
+
+    def drop(self, alert: Alert) -> None:
+        rules = self.alerts.get(alert.subject_key)
+        if rules is None or rules.get(alert.rule) is not alert:
+            return
+        del rules[alert.rule]
+        self._count -= 1
+        if not rules:
+            del self.alerts[alert.subject_key]
+
+    def schedule(self, alert: Alert, timer: Timer, due: float) -> None:
+        alert.set_due(timer, due)
+        heapq.heappush(self._timers, (due, next(self._n), timer, alert.subject_key, alert.rule))
+        if len(self._timers) > 3 * self._count + 64:
+            self._timers = [(d, next(self._n), t, a.subject_key, a.rule)
+                            for a in self._each() for t in ("for", "keep", "flap")
+                            if (d := a.due(t)) is not None]
+            heapq.heapify(self._timers)
+
+    def _each(self) -> Iterator[Alert]:
+        for rules in self.alerts.values():
+            yield from rules.values()
+
+    def _live(self, entry: tuple[float, int, Timer, str, str]) -> Alert | None:
+        due, _, timer, subject, rule = entry
+        alert = self.alert(rule, subject)
+        return alert if alert is not None and alert.due(timer) == due else None
 
     def _drop_stale(self) -> None:
-        dues = self._dues
-        while dues:
-            due, _, key = dues[0]
-            pending = self.pending.get(key)
-            if pending is not None and pending.due == due:
-                return
-            heapq.heappop(dues)
+        timers = self._timers
+        while timers and self._live(timers[0]) is None:
+            heapq.heappop(timers)
 
-    def take_due(self, now: float) -> list[tuple[Key, Pending]]:
+    def take_due(self, now: float) -> list[tuple[Timer, Alert]]:
+        """The timers that ran out by `now`, each cleared as it is taken, oldest first."""
         self.sweep(now)
-        due: list[tuple[Key, Pending]] = []
+        due: list[tuple[Timer, Alert]] = []
         self._drop_stale()
-        while self._dues and self._dues[0][0] <= now:
-            _, _, key = heapq.heappop(self._dues)
-            due.append((key, self.pending.pop(key)))
+        while self._timers and self._timers[0][0] <= now:
+            entry = heapq.heappop(self._timers)
+            alert = self._live(entry)
+            if alert is not None:
+                timer = entry[2]
+                alert.set_due(timer, None)  # a duplicate entry is stale now
+                due.append((timer, alert))
             self._drop_stale()
         return due
 
     def next_due(self) -> float | None:
         self._drop_stale()
-        return self._dues[0][0] if self._dues else None
+        return self._timers[0][0] if self._timers else None
 
     # -- occurrences -----------------------------------------------------------------------
 
@@ -153,26 +215,25 @@ class MatchState:
 
     # -- subjects and rules that are gone ------------------------------------------------------
 
-    def forget_subject(self, subject_key: str) -> None:
-        for key in [k for k in self.pending if k[1] == subject_key]:
-            del self.pending[key]
+    def forget_subject(self, subject_key: str) -> list[Alert]:
+        """Drop everything about a subject that is gone; its alert states, for reporting."""
         self._series.pop(subject_key, None)
-
-    def resolve(self, subject_key: str, actions: tuple[str, ...]) -> None:
-        """End the `for` holds of this subject that started on one of these actions."""
-        for key in [k for k, p in self.pending.items()
-                    if k[1] == subject_key and p.event.action in actions]:
-            del self.pending[key]
+        rules = self.alerts.pop(subject_key, None)
+        if not rules:
+            return []
+        self._count -= len(rules)
+        return list(rules.values())
 
     def forget_rules(self, keep: set[str]) -> None:
         """Drop the state of every rule not in `keep` (a reload removed them)."""
-        for key in [k for k in self.pending if k[0] not in keep]:
-            del self.pending[key]
+        for alert in [a for a in self._each() if a.rule not in keep]:
+            self.drop(alert)
         for subject, rules in list(self._series.items()):
             for rule in [r for r in rules if r not in keep]:
                 self._drop_series(subject, rule)
 
     def size(self) -> StateSize:
         series = [s for rules in self._series.values() for s in rules.values()]
-        return StateSize(pending=len(self.pending), series=len(series),
-                         hits=sum(len(s.times) for s in series))
+        return StateSize(pending=sum(1 for a in self._each() if a.for_due is not None),
+                         series=len(series), hits=sum(len(s.times) for s in series),
+                         alerts=self._count)
