@@ -5,9 +5,10 @@ variable and probe of a Pod becomes dicts and strings first, only to be dropped,
 what is kept is then copied and interned string by string, on every update. Here a line
 is decoded by msgspec into Structs made from trim's SPECS:
 
-- apiVersion, kind and metadata (only the fields trim keeps: managedFields is skipped
-  by the C decoder without being built) are decoded at once;
-- every other kept field (a Pod's spec and status) is left as its raw JSON text. When
+- apiVersion, kind, metadata (only the fields trim keeps: managedFields is skipped by
+  the C decoder without being built) and the fields kept whole (an Event's, a Role's
+  rules) are decoded at once;
+- every field of picked keys (a Pod's spec and status) is left as its raw JSON. When
   that text is byte for byte what the cached object was built from (its hash is kept
   next to it: `Cache.apply_trimmed`), the cached part is taken over as it is; most
   updates of a Pod change only its metadata. Otherwise the part is decoded into Structs
@@ -34,8 +35,8 @@ from daemon.kube.trim import LAST_APPLIED, METADATA, SPECS, Spec, pick, share
 
 UNSET = msgspec.UNSET
 _WATCH_TYPES = ("ADDED", "MODIFIED", "DELETED")
-# Hashes of the raw JSON of each part an object was built from, in SPECS order; None for
-# a part the object does not have.
+# Hashes of the raw JSON of each part of picked keys an object was built from, in SPECS
+# order; None for a part the object does not have.
 Digests = tuple["int | None", ...]
 
 
@@ -45,8 +46,8 @@ class Trimmed:
     metadata; not interned yet), the rest still raw until `build` knows what is cached."""
 
     type: str
-    head: dict[str, Any]
-    raws: tuple[bytes | None, ...]  # each part's JSON, in SPECS order
+    head: dict[str, Any]  # and the fields kept whole, decoded too
+    raws: tuple[bytes | None, ...]  # the JSON of each field of picked keys, in SPECS order
     parts: _Parts
 
     @property
@@ -58,28 +59,40 @@ class Trimmed:
               ) -> tuple[dict[str, Any], Digests]:
         """The object as trim() makes it, interned, sharing what `old` (the cached object,
         built from raw parts with these `digests`) has the same; and its own digests."""
-        out: dict[str, Any] = share(self.head, old)
+        parts = self.parts
+        shared: dict[str, Any] = share(self.head, old)
+        out = shared if not parts.whole else {key: shared[key] for key in _HEAD}
         mine = tuple(None if raw is None else hash(raw) for raw in self.raws)
-        for i, (key, raw) in enumerate(zip(self.parts.keys, self.raws, strict=True)):
+        for key, i in parts.layout:
+            if i < 0:  # kept whole: decoded with the head
+                if key in shared:
+                    out[key] = shared[key]
+                continue
+            raw = self.raws[i]
             if raw is None:
                 continue
             before = old.get(key, _MISSING) if old is not None else _MISSING
             if digests is not None and digests[i] == mine[i] and before is not _MISSING:
                 out[key] = before
             else:
-                out[key] = self.parts.decode(i, raw, before)
+                out[key] = parts.decode(i, raw, before)
         return out, mine
 
 
 class _Parts:
-    """How one kind's raw parts are decoded and trimmed."""
+    """How one kind's fields beyond metadata are decoded: a field kept whole with the
+    head (Any), one of picked keys from its raw JSON (a spec, a status)."""
 
     def __init__(self, kind: str) -> None:
         spec = SPECS[kind]
-        self.keys = tuple(spec)
-        self._specs = tuple(spec.values())
-        self._decoders = tuple(msgspec.json.Decoder(_type(f"{kind}_{key}", sub)).decode
-                               for key, sub in spec.items())
+        self.whole = tuple(key for key, sub in spec.items() if sub is None)
+        self.keys = tuple(key for key, sub in spec.items() if sub is not None)
+        # Each field in trim's order: its index in `keys`, or -1 for a whole one.
+        self.layout = tuple((key, self.keys.index(key) if key in self.keys else -1)
+                            for key in spec)
+        self._specs = tuple(spec[key] for key in self.keys)
+        self._decoders = tuple(msgspec.json.Decoder(_type(f"{kind}_{key}", spec[key])).decode
+                               for key in self.keys)
 
     def decode(self, i: int, raw: bytes, before: Any) -> Any:
         try:
@@ -106,7 +119,8 @@ def _make(kind: str) -> Callable[[bytes], Trimmed | None]:
     obj_type = _struct(f"{kind}Object", {
         "apiVersion": (Any, None), "kind": (Any, UNSET),
         "metadata": (metadata | msgspec.UnsetType, UNSET),
-        **{key: (msgspec.Raw | msgspec.UnsetType, UNSET) for key in parts.keys}})
+        **{key: (Any, UNSET) if key in parts.whole else (msgspec.Raw | msgspec.UnsetType, UNSET)
+           for key in SPECS[kind]}})
     event_type = msgspec.defstruct(f"{kind}WatchEvent", [
         ("object", obj_type), ("type", Any, UNSET)])
     decode = msgspec.json.Decoder(event_type).decode
@@ -128,6 +142,9 @@ def _make(kind: str) -> Callable[[bytes], Trimmed | None]:
         if isinstance(annotations, dict) and LAST_APPLIED in annotations:
             head["metadata"]["annotations"] = {k: v for k, v in annotations.items()
                                                if k != LAST_APPLIED}
+        for key in parts.whole:
+            if (value := getattr(obj, key)) is not UNSET:
+                head[key] = value  # decoded as Any: dicts and lists already
         raws = tuple(None if (raw := getattr(obj, key)) is UNSET else bytes(raw)
                      for key in parts.keys)
         return Trimmed(event.type, head, raws, parts)
@@ -156,5 +173,6 @@ def _struct(name: str, fields: dict[str, tuple[Any, Any]]) -> Any:
 
 
 _MISSING = object()
+_HEAD = ("apiVersion", "kind", "metadata")
 _generic = msgspec.json.Decoder().decode
 _DECODERS: dict[str, Callable[[bytes], Trimmed | None]] = {}
