@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from daemon import __version__
 from daemon.actions.base import Action
 from daemon.actions.executor import REMEMBERED, Executor, ExecutorSettings
+from daemon.actions.flapping import FlappingGuard
 from daemon.actions.ladder import Ladder
 from daemon.actions.params import ACTIONS, CATALOG
 from daemon.audit import open_intents
@@ -87,6 +88,8 @@ class Daemon:
             global_per=safety.max_actions_per, notify_max=settings.notify.max_notifications,
             notify_per=settings.notify.max_notifications_per,
             coalesce_window=safety.coalesce_window))
+        # Decisions made while a rule's state flaps are audited as suppressed by it.
+        self.executor.insert_guard(FlappingGuard(), before="superseded")
         self._plug_integrations()
         self.state_hooks: list[Callable[[StateChange], None]] = []
         # Ladders: a verification hears the rule's state resolving and the subject's events.
@@ -361,10 +364,30 @@ class Daemon:
             for problem in self.evaluator.take_problems():
                 self.metrics.rule_errors.labels(problem.rule).inc()
                 log.debug("rule %s: %s", problem.rule, problem.message)
+            for change in self.evaluator.take_changes():
+                self._state_changed(change)
             if event is not None and decisions:
                 self.metrics.decision_lag.observe(max(0.0, time.time() - event.occurred_at))
             for decision in decisions:
                 self.executor.submit(decision)
+
+    def _state_changed(self, change: StateChange) -> None:
+        """Audit a rule's change of state for a subject, then tell whoever waits on it; a
+        failure of either is logged, never the end of the engine loop."""
+        self.metrics.rule_state_changes.labels(change.rule, change.change).inc()
+        if self.executor.audit_gate.writable:
+            try:
+                self.audit.append("state", change.summary())
+            except (AuditUnavailable, RuntimeError) as exc:
+                self.executor.audit_gate.failed()
+                log.error("could not audit that rule %s went %s for %s: %s", change.rule,
+                          change.change, change.subject.name, exc)
+        for hook in self.state_hooks:
+            try:
+                hook(change)
+            except Exception:
+                log.exception("a state hook failed on rule %s (%s)", change.rule,
+                              change.change)
 
     async def shutdown(self) -> None:
         self.draining = True

@@ -116,3 +116,8 @@ class Metrics:
                                     "Probe checks, by result: ok, or why one failed (timeout, "
                                     "refused, dns, tls, status, body, error).",
                                     ["probe", "result"], registry=r)
+        # -- rule states (daemon/engine/alerts.py), as audited ------------------------------
+        self.rule_state_changes = Counter("remedyd_rule_state_changes_total",
+                                          "Changes of a rule's state for a subject, by change: "
+                                          "pending, firing, resolved, flapping, "
+                                          "flapping_ended.", ["rule", "change"], registry=r)
