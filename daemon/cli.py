@@ -1,4 +1,4 @@
-"""remedyd run | check | test | rbac | audit verify|tail | version"""
+"""remedyd run | check | test | replay | rbac | audit verify|tail | version"""
 
 from __future__ import annotations
 
@@ -39,6 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("files", nargs="+", type=Path, metavar="FILE")
     test.add_argument("-v", "--verbose", action="store_true",
                       help="print what happened in passing tests too")
+    replay = sub.add_parser("replay", help="run rules over recorded events on a fake clock "
+                            "and print per rule what they would have decided (next to what "
+                            "was decided then, from an audit log)")
+    replay.add_argument("--config", type=Path, help="its [rules] paths, [safety] and [notify] "
+                        "limits apply")
+    replay.add_argument("--rules", dest="rule_paths", action="extend", nargs="+", default=[],
+                        metavar="PATH", help="rule file or directory (repeatable; default: "
+                        "[rules] paths from the configuration)")
+    recorded = replay.add_mutually_exclusive_group(required=True)
+    recorded.add_argument("--audit", type=Path, metavar="FILE",
+                          help="an audit log: the events its decisions were made on")
+    recorded.add_argument("--events", type=Path, metavar="FILE.jsonl", action="append",
+                          help="raw events: `docker events --format '{{json .}}'` lines "
+                          "and/or Kubernetes watch events ({\"type\": ..., \"object\": ...}); "
+                          "repeatable, merged in time order")
+    replay.add_argument("-v", "--verbose", action="store_true",
+                        help="list every rule's decisions, not only the changed ones")
     rbac = sub.add_parser("rbac", help="print the least-privilege ClusterRole (YAML) for "
                           "the watched kinds and the loaded rules' Kubernetes actions")
     rbac.add_argument("--config", type=Path)
@@ -74,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from daemon.testing.run import main as run_tests
 
         return run_tests(args.files, sys.stdout, sys.stderr, args.verbose)
+    if args.command == "replay":
+        from daemon.testing.replay import main as replay
+
+        return replay(args.rule_paths, args.config, args.audit, args.events or [],
+                      sys.stdout, sys.stderr, args.verbose)
     return _run(args)
 
 

@@ -1,8 +1,8 @@
 """Expected against got: which expectations held, what came instead, as a readable diff.
 
 Decisions are checked exhaustively: a decision no expectation names fails the test (two
-rules matching one event is what a test should catch). State changes are checked for
-the rules a test names a `state:` of, and then all of that rule's.
+rules matching one event is what a test should catch). State changes are checked as
+named: each expected one must happen; the others are shown, not judged.
 """
 
 from __future__ import annotations
@@ -30,15 +30,8 @@ class Comparison:
 
 
 def compare(expected: list[Expectation], got: list[Happened]) -> Comparison:
-    state_rules = {e.rule for e in expected if e.state is not None}
     result = Comparison()
-    checked = []
-    for happened in got:
-        if happened.what == "decision" or happened.rule in state_rules:
-            checked.append(happened)
-        else:
-            result.unchecked.append(happened)
-    free = list(checked)
+    free = list(got)
     for expectation in sorted(expected, key=lambda e: e.at):
         found = next((h for h in free if matches(expectation, h)), None)
         if found is None:
@@ -46,7 +39,8 @@ def compare(expected: list[Expectation], got: list[Happened]) -> Comparison:
         else:
             free.remove(found)
             result.matched.append((expectation, found))
-    result.unexpected = free
+    result.unexpected = [h for h in free if h.what == "decision"]
+    result.unchecked = [h for h in free if h.what != "decision"]
     return result
 
 
@@ -138,10 +132,13 @@ def _line(at: float, rule: str, what: str, detail: str) -> str:
     return f"at {show_time(at):>7}  {rule}: {what}" + (f" {detail}" if detail else "")
 
 
-def render(comparison: Comparison) -> list[str]:
-    """The diff: `-` expected and not got, `+` got and not expected, ` ` as expected;
-    in time order, expected before got at the same time."""
+def render(comparison: Comparison, everything: bool = False) -> list[str]:
+    """The diff: `-` expected and not got, `+` got and not expected, ` ` as expected
+    (and with `everything`, `·` the state changes no expectation names); in time order,
+    expected before got at the same time."""
     rows: list[tuple[float, int, str]] = []
+    if everything:
+        rows += [(h.at, 3, "· " + describe_got(h)) for h in comparison.unchecked]
     rows += [(h.at, 2, "  " + describe_got(h)) for _, h in comparison.matched]
     rows += [(e.at, 0, "- " + describe_expected(e)) for e in comparison.missing]
     rows += [(h.at, 1, "+ " + describe_got(h)) for h in comparison.unexpected]

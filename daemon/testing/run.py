@@ -73,11 +73,13 @@ def run_file(path: Path) -> FileResult:
         return result
     check_references(loaded, ruleset)
     try:
-        settings = executor_settings(load_settings(loaded.config) if loaded.config else None)
+        config = load_settings(loaded.config) if loaded.config else None
     except ConfigError as exc:
         raise TestFileError(f"{path}: config: {exc}") from None
+    settings = executor_settings(config)
+    notify_url = config.notify.webhook_url if config is not None else None
     for index, group in enumerate(loaded.spec.tests):
-        got = run_group(group, ruleset, settings, loaded.spec.evaluation_interval)
+        got = run_group(group, ruleset, settings, loaded.spec.evaluation_interval, notify_url)
         result.groups.append(GroupResult(index, group.name, compare(list(group.expect), got)))
     return result
 
@@ -124,7 +126,7 @@ def report(result: FileResult, out: TextIO, verbose: bool) -> None:
         print(f"{status} {result.path}: {group.label}", file=out)
         if not comparison.ok:
             print("  (- expected, not got; + got, not expected)", file=out)
-        for line in render(comparison):
+        for line in render(comparison, verbose):
             print(f"  {line}", file=out)
     passed = sum(g.comparison.ok for g in result.groups)
     verdict = "ok" if result.ok else "FAILED"

@@ -12,19 +12,14 @@ from daemon.actions.executor import ExecutorSettings
 from daemon.core.events import Event, JSONValue, Ref
 from daemon.engine.ruleset import RuleSet
 from daemon.testing.kpi import missing_event, sample_event
-from daemon.testing.notation import Gap
+from daemon.testing.notation import Gap, Sample
+from daemon.testing.series import format_labels
+from daemon.testing.shapes import DEFAULT_KINDS, default_resolves
 from daemon.testing.sim import Happened, Simulation
 from daemon.testing.spec import InputEvent, TestGroup
 
-# What a source says an action ends, when the test does not say (see daemon.core.events).
-DEFAULT_RESOLVES: dict[tuple[str, str, str], tuple[str, ...]] = {
-    ("probe", "probe", "recovered"): ("failed",),
-    ("webhook", "alert", "resolved"): ("firing",),
-    ("kubernetes", "pod", "ready"): ("unready",),
-    ("kubernetes", "node", "ready"): ("not_ready",),
-}
-# The one kind a source emits, so a test need not name it.
-DEFAULT_KINDS = {"docker": "container", "probe": "probe"}
+# Polls a series that stopped answering still gets `missing` events, as the KPI source.
+FORGET_AFTER = 10
 # Sample times are multiples of the interval; a float step must not skip one.
 _EPSILON = 1e-9
 
@@ -37,10 +32,11 @@ class Timed:
 
 
 def run_group(group: TestGroup, ruleset: RuleSet, settings: ExecutorSettings,
-              evaluation_interval: float) -> list[Happened]:
+              evaluation_interval: float, notify_url: str | None = None) -> list[Happened]:
     """Everything decided and changed in the group, in order."""
     with tempfile.TemporaryDirectory(prefix="remedyd-test-") as scratch:
-        sim = Simulation(ruleset, settings, Path(scratch) / "audit.jsonl")
+        sim = Simulation(ruleset, settings, Path(scratch) / "audit.jsonl",
+                         notify_url=notify_url)
         try:
             sim.loop.run_until_complete(_run(sim, group, ruleset, evaluation_interval))
         finally:
@@ -87,7 +83,7 @@ def _event(spec: InputEvent, index: int, n: int, at: float) -> Event:
     subject = Ref(source=spec.source, kind=spec.subject.kind or kind, name=spec.subject.name,
                   id=spec.subject.id, namespace=spec.subject.namespace)
     resolves = (tuple(spec.resolves) if spec.resolves is not None
-                else DEFAULT_RESOLVES.get((spec.source, kind, spec.action), ()))
+                else default_resolves(spec.source, kind, spec.action))
     attributes: dict[str, JSONValue] = dict(spec.attributes)
     return Event(source=spec.source, kind=kind, action=spec.action, subject=subject,
                  id=f"test:{index}:{n}:{at:g}", occurred_at=at, observed_at=at,
@@ -97,7 +93,8 @@ def _event(spec: InputEvent, index: int, n: int, at: float) -> Event:
 
 def _kpi(group: TestGroup, ruleset: RuleSet, interval: float, evaluation_interval: float,
          end: float) -> Iterator[Timed]:
-    """Each KPI rule's query answered at each of its evaluations by its input series."""
+    """Each KPI rule's query answered at each of its evaluations by its input series,
+    turned into events as the KPI source turns an answer into them."""
     by_rule: dict[str, list[int]] = {}
     for index, series in enumerate(group.input_series):
         by_rule.setdefault(series.rule, []).append(index)
@@ -106,25 +103,44 @@ def _kpi(group: TestGroup, ruleset: RuleSet, interval: float, evaluation_interva
         if compiled is None:
             continue  # reported when the file was checked
         period = compiled.rule.interval or evaluation_interval
-        seen: list[dict[str, str]] = []
+        seen: dict[str, tuple[dict[str, str], int]] = {}  # id -> labels, polls missed
         for tick in range(int(end / period + _EPSILON) + 1):
             at = tick * period
-            events: list[Event] = []
-            for index in indices:
-                series = group.input_series[index]
-                samples = series.samples
-                position = int(at / interval + _EPSILON)
-                if position >= len(samples) or isinstance(samples[position], Gap):
-                    continue
-                value = samples[position]
-                assert not isinstance(value, Gap)
-                labels = series.labels
-                if labels not in seen:
-                    seen.append(labels)
-                events.append(missing_event(rule_name, labels, "nan", at) if math.isnan(value)
-                              else sample_event(rule_name, labels, value, at))
-            if not events:
-                # An empty answer: one missing event per series seen before, as the source.
-                events = [missing_event(rule_name, labels, "empty", at)
-                          for labels in seen or [{}]]
-            yield from (Timed(at, order, event) for event in events)
+            answer = [(group.input_series[i].labels, value) for i in indices
+                      if not isinstance(value := _value_at(group.input_series[i].samples,
+                                                           at, interval), Gap)]
+            yield from (Timed(at, order, event)
+                        for event in _answer(rule_name, answer, seen, at))
+
+
+def _value_at(samples: list[Sample], at: float, interval: float) -> Sample:
+    """The series' sample for an evaluation at `at`: the one of its interval; after
+    the last one, none (the query no longer returns it)."""
+    position = int(at / interval + _EPSILON)
+    return samples[position] if position < len(samples) else Gap.MISSING
+
+
+def _answer(rule: str, answer: list[tuple[dict[str, str], float]],
+            seen: dict[str, tuple[dict[str, str], int]], at: float) -> list[Event]:
+    """As the KPI source does: a sample per answered series (NaN: missing, "nan"), a
+    missing ("empty") per series answered before and not now until it is forgotten, and
+    one missing with no labels for an empty answer when none was ever seen."""
+    events: list[Event] = []
+    answered = set()
+    for labels, value in answer:
+        ident = format_labels(labels)
+        answered.add(ident)
+        seen[ident] = (labels, 0)
+        events.append(missing_event(rule, labels, "nan", at) if math.isnan(value)
+                      else sample_event(rule, labels, value, at))
+    for ident, (labels, missed) in list(seen.items()):
+        if ident in answered:
+            continue
+        if missed + 1 > FORGET_AFTER:
+            del seen[ident]
+            continue
+        seen[ident] = (labels, missed + 1)
+        events.append(missing_event(rule, labels, "empty", at))
+    if not answer and not seen:
+        events.append(missing_event(rule, {}, "empty", at))
+    return events

@@ -12,10 +12,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from daemon.actions.executor import Executor, ExecutorSettings
+from daemon.actions.flapping import FlappingGuard
+from daemon.actions.ladder import Ladder
 from daemon.audit.log import AuditLog
-from daemon.core.decisions import Decision
 from daemon.core.events import Event, Ref
-from daemon.engine.evaluator import Evaluator
+from daemon.engine.evaluator import EvaluationProblem, Evaluator
 from daemon.engine.ruleset import RuleSet
 from daemon.kube.cache import Cache
 from daemon.settings import NotifySettings, SafetySettings, Settings
@@ -73,7 +74,8 @@ class Simulation:
     """Feed events at times; read off what was decided, suppressed and changed."""
 
     def __init__(self, ruleset: RuleSet, settings: ExecutorSettings, audit_path: Path,
-                 wall_start: float = 0.0, cache: Cache | None = None) -> None:
+                 wall_start: float = 0.0, cache: Cache | None = None,
+                 notify_url: str | None = None) -> None:
         self.loop = FakeClockLoop()
         self.wall_start = wall_start
         self.records: list[dict[str, Any]] = []
@@ -85,7 +87,14 @@ class Simulation:
         self.executor = Executor(recorders(self.recording, self.loop.time, cache), self.audit,
                                  Metrics(CollectorRegistry()), settings, clock=self.loop.time,
                                  wall_clock=self.wall_time)
+        # As the daemon wires them: decisions made while flapping are refused (audited),
+        # ladders verify and escalate (a PromQL `verify.query` has no Prometheus here:
+        # unknown). The gates that ask a peer (unless, recheck, silences, Kubernetes
+        # leadership and cache) are not in the chain.
+        self.executor.insert_guard(FlappingGuard(), before="superseded")
+        self.ladder = Ladder(self.executor, notify_url=notify_url)
         self.happened: list[Happened] = []
+        self.problems: list[EvaluationProblem] = []
         self._read = 0
 
     def wall_time(self) -> float:
@@ -111,9 +120,7 @@ class Simulation:
                 break
             self.loop.now = max(self.loop.now, min(moments))
             await self.loop.settle()
-            self._submit(self.evaluator.due(self.loop.now))
-            await self.loop.settle()
-            self._collect()
+            await self._step(None)
         else:
             raise RuntimeError(f"more than {MAX_STOPS} timers before {until:g}s")
         self.loop.now = max(self.loop.now, until)
@@ -124,22 +131,29 @@ class Simulation:
         """Events arriving at the current time, one after the other as the engine takes
         them off the bus."""
         for event in events:
-            self._submit(self.evaluator.evaluate(event, self.loop.now))
-            self._submit(self.evaluator.due(self.loop.now))
-            await self.loop.settle()
-            self._collect()
-        self._submit(self.evaluator.due(self.loop.now))
+            await self._step(event)
+
+    async def _step(self, event: Event | None) -> None:
+        """One turn of the daemon's engine loop (Daemon._engine_loop), in its order."""
+        now = self.loop.now
+        decisions = [] if event is None else self.evaluator.evaluate(event, now)
+        if event is not None:
+            self.ladder.observe(event)
+        decisions += self.evaluator.due(now)
+        self.problems.extend(self.evaluator.take_problems())
+        for change in self.evaluator.take_changes():
+            self.audit.append("state", change.summary())
+            self.ladder.on_state(change)
+        for decision in decisions:
+            self.executor.submit(decision)
         await self.loop.settle()
         self._collect()
 
     async def drain(self) -> None:
+        await self.ladder.close()
         await self.executor.drain(0.0)
         await self.loop.settle()
         self._collect()
-
-    def _submit(self, decisions: Sequence[Decision]) -> None:
-        for decision in decisions:
-            self.executor.submit(decision)
 
     def _collect(self) -> None:
         for record in self.records[self._read:]:
@@ -153,7 +167,7 @@ def _from_record(record: Mapping[str, Any], at: float) -> Happened | None:
     if record.get("kind") == "decision":
         return Happened(
             at=at, rule=str(record.get("rule", "")), what="decision",
-            status=str(record.get("decision", "")), target=_ref(record.get("target")),
+            status=str(record.get("decision", "")), target=ref_of_record(record.get("target")),
             guard=str(record.get("suppressed_by") or ""),
             reason=str(record.get("reason") or ""),
             actions=tuple(str(a.get("name")) for a in record.get("actions") or []
@@ -162,12 +176,13 @@ def _from_record(record: Mapping[str, Any], at: float) -> Happened | None:
     if record.get("kind") == "state":
         return Happened(at=at, rule=str(record.get("rule", "")), what="state",
                         status=str(record.get("change", "")),
-                        target=_ref(record.get("subject")),
+                        target=ref_of_record(record.get("subject")),
                         incident=str(record.get("incident", "")))
     return None
 
 
-def _ref(value: Any) -> Ref | None:
+def ref_of_record(value: Any) -> Ref | None:
+    """A Ref back from an audit record's `target` or `subject`."""
     if not isinstance(value, dict):
         return None
     try:
