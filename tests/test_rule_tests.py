@@ -227,3 +227,78 @@ def test_series_notation() -> None:
     for bad in ("", "{a=b}", '{a="1"', '{a="1", a="2"}', 'up{"a"="1"}'):
         with pytest.raises(SeriesError):
             parse_series(bad)
+
+
+# -- KPI series: a series is the query's answer at each evaluation -----------------------
+
+KPI = """\
+rules:
+  - name: too-high
+    source: kpi
+    query: my_gauge
+    {extra}
+    when: event.attributes.value > 5.0
+    actions:
+      - notify.webhook: {{}}
+"""
+
+
+def kpi_test(tmp_path: Path, values: str, expect: str, extra: str = "on_missing: hold",
+             interval: str = "30s") -> tuple[int, str]:
+    path = write(tmp_path, f"""\
+rule_files: [rules.yaml]
+evaluation_interval: 30s
+tests:
+  - interval: {interval}
+    input_series:
+      - {{series: 'my_gauge{{job="api"}}', rule: too-high, values: '{values}'}}
+    expect:
+{expect}""", KPI.format(extra=extra))
+    code, out, err = run(path)
+    return code, out + err
+
+
+def test_a_kpi_rule_decides_once_per_firing_and_missing_data_holds(tmp_path: Path) -> None:
+    code, out = kpi_test(tmp_path, "9 9 _x3 9 1 9", """\
+      - {at: 0s, rule: too-high, decision: act, target: '{__name__="my_gauge", job="api"}'}
+      - {at: 0s, rule: too-high, state: firing}
+      - {at: 3m, rule: too-high, state: resolved}
+      - {at: 3m30s, rule: too-high, state: firing}
+      - {at: 3m30s, rule: too-high, decision: act}
+""")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("values", ["1 _ 1", "1 NaN 1", "1 stale 1"])
+def test_no_answer_or_nan_is_a_missing_sample_that_on_missing_counts(
+        tmp_path: Path, values: str) -> None:
+    code, out = kpi_test(tmp_path, values, """\
+      - {at: 30s, rule: too-high, decision: act}
+      - {at: 1m, rule: too-high, state: resolved}
+""", extra="on_missing: breach")
+    assert code == 0, out
+
+
+def test_a_rule_is_queried_at_its_own_interval(tmp_path: Path) -> None:
+    # Samples every 30s; the rule polls every 1m and so never sees the odd ones.
+    code, out = kpi_test(tmp_path, "1 9 1 9 1", "      []\n", extra="interval: 1m")
+    assert code == 0, out
+    code, out = kpi_test(tmp_path, "1 9 1 9 1 9 9", "      - {at: 3m, rule: too-high, "
+                         "decision: act}\n", extra="interval: 1m")
+    assert code == 0, out
+
+
+def test_verbose_shows_the_state_changes_no_expectation_names(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""\
+rule_files: [rules.yaml]
+tests:
+  - input_events:
+{UNHEALTHY.format(at="10s")}
+    expect:
+      - {{at: 1m40s, rule: restart-unhealthy, decision: act}}
+""", RESTART.format(hold="90s"))
+    out, err = io.StringIO(), io.StringIO()
+    assert main([path], out, err, verbose=True) == 0, out.getvalue() + err.getvalue()
+    lines = [line.strip() for line in out.getvalue().splitlines()]
+    assert "· at     10s  restart-unhealthy: state pending of docker/container/web" in lines
+    assert "· at   1m40s  restart-unhealthy: state firing of docker/container/web" in lines
