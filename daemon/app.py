@@ -77,6 +77,7 @@ class Daemon:
         self.actions: dict[str, Action] = {}
         self.integrations: dict[str, Switch] = {}
         self._before_acting: list[Callable[[], Awaitable[None]]] = []
+        self._on_rules: list[Callable[[RuleSet], None]] = []
         self.routes: list[web.AbstractRouteDef] = []
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
@@ -124,6 +125,7 @@ class Daemon:
             for guard, before in plugged.guards:
                 self.executor.insert_guard(guard, before)
             self._before_acting.extend(plugged.before_acting)
+            self._on_rules.extend(plugged.on_rules)
             self.routes.extend(plugged.routes)
         self.executor.actions = dict(self.actions)
 
@@ -175,6 +177,8 @@ class Daemon:
             return False
         self.ruleset = ruleset
         self.evaluator.swap(ruleset)
+        for hook in self._on_rules:
+            hook(ruleset)
         warnings = lint(ruleset, available(self.settings))
         for warning in warnings:
             log.warning("%s", warning)

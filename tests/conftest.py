@@ -468,3 +468,58 @@ def alertmanager(alertmanager_stack: AlertmanagerStack) -> Iterator[Alertmanager
     yield alertmanager_stack
     for port in alertmanager_stack.running - before:
         alertmanager_stack.stop(port)
+
+
+# ==========================================================================
+# KPIs: a real Prometheus scraping a small test service
+# ==========================================================================
+#
+# `kpi_stack` (session): tests/kpi_service.py's service on 127.0.0.1 (one knob per
+# `service` label: error ratio, latency) and Debian's Prometheus
+# (scripts/stack/prometheus-up, scrape and evaluation every 1 s) scraping it, both
+# stopped at the end. KpiStack.stop_prometheus()/start_prometheus() stop and start
+# that Prometheus mid-test (its data kept); KpiStack.query() asks it directly.
+
+
+@dataclass
+class KpiStack:
+    url: str
+    port: int
+    service: Any  # tests.kpi_service.KpiService
+
+    def stop_prometheus(self) -> None:
+        run_stack("prometheus-down", str(self.port))
+
+    def start_prometheus(self) -> None:
+        run_stack("prometheus-up", str(self.port), self.service.address,
+                  env={**os.environ, "PROM_KEEP_DATA": "1"})
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector's samples (`metric`, `value`), [] when Prometheus is down."""
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        body = urllib.parse.urlencode({"query": promql}).encode()
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query", body, timeout=5) as answer:
+                result: list[dict[str, Any]] = json.loads(answer.read())["data"]["result"]
+                return result
+        except (urllib.error.URLError, OSError):
+            return []
+
+
+@pytest.fixture(scope="session")
+def kpi_stack() -> Iterator[KpiStack]:
+    from tests.harness import free_port
+    from tests.kpi_service import KpiService
+
+    service = KpiService(port=free_port()).start()
+    port = free_port()
+    try:
+        url = run_stack("prometheus-up", str(port), service.address,
+                        env={**os.environ, "PROM_WAIT_SCRAPE": "1"})
+        yield KpiStack(url, port, service)
+    finally:
+        run_stack("prometheus-down", str(port))
+        service.stop()

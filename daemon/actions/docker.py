@@ -24,10 +24,10 @@ class DockerAction(Action):
         self.client = client
 
     async def observe(self, target: Ref) -> Mapping[str, Any] | None:
-        if target.source != "docker" or target.kind != "container" or not target.id:
+        if target.source != "docker" or target.kind != "container" or not container(target):
             return None
         try:
-            return await self.client.inspect(target.id)
+            return await self.client.inspect(container(target))
         except CONNECTION_ERRORS as exc:
             if getattr(exc, "status", None) == 404:
                 return None
@@ -41,7 +41,7 @@ class DockerAction(Action):
     async def preflight(self, decision: Decision, params: BaseModel,
                         state: Mapping[str, Any] | None) -> Refusal | None:
         target = decision.target
-        if target.source != "docker" or target.kind != "container" or not target.id:
+        if target.source != "docker" or target.kind != "container" or not container(target):
             return Refusal("target", f"{self.name} needs a docker container, got {target.key}")
         if state is None:
             return Refusal("target", f"container {target.name} no longer exists")
@@ -68,8 +68,10 @@ class DockerAction(Action):
 
     async def run(self, decision: Decision, params: BaseModel) -> dict[str, Any]:
         kwargs = self.call_params(params)
-        await self.client.container_call(decision.target.id, self.verb, **kwargs)
-        return {"container": decision.target.id[:12], "verb": self.verb, **kwargs}
+        ident = container(decision.target)
+        await self.client.container_call(ident, self.verb, **kwargs)
+        return {"container": ident[:12] if decision.target.id else ident, "verb": self.verb,
+                **kwargs}
 
     def call_params(self, params: BaseModel) -> dict[str, Any]:
         """The engine API's query parameters for this action's parameters."""
@@ -88,7 +90,7 @@ class Restart(DockerAction):
     async def verify(self, decision: Decision, params: BaseModel,
                      details: dict[str, Any]) -> bool | None:
         try:
-            state = await self.client.inspect(decision.target.id)
+            state = await self.client.inspect(container(decision.target))
         except CONNECTION_ERRORS:
             return False
         return bool((state.get("State") or {}).get("Running"))
@@ -126,6 +128,12 @@ class Unpause(DockerAction):
         if not (state.get("State") or {}).get("Paused"):
             return Refusal("target", "container is not paused")
         return None
+
+
+def container(target: Ref) -> str:
+    """How the engine API names the container: its id, or (a target a KPI or webhook rule
+    named from labels) its name, which the API takes as well."""
+    return target.id or target.name
 
 
 def docker_actions(client: DockerClient) -> list[Action]:

@@ -42,6 +42,7 @@ from daemon.core.errors import ActionError, PermanentError, TemporaryError
 from daemon.core.events import Ref
 from daemon.core.rules import ActionSpec, Rule
 from daemon.engine.budgets import GuardBook
+from daemon.engine.targets import aim
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd.executor")
@@ -173,6 +174,10 @@ class Executor:
             # Aimed once (by submit()): the cache may have lost the subject since (a
             # rollout deleted the pod), which must not turn the decision into a refusal.
             return decision
+        if decision.rule.target is not None:  # a KPI or webhook rule names its object
+            aimed = aim(decision.rule.target, decision.event)
+            return (dataclasses.replace(decision, target=aimed) if isinstance(aimed, Ref)
+                    else dataclasses.replace(decision, unresolved=aimed))
         targets: dict[str, Ref] = {}
         for spec in decision.actions:
             action = self.actions.get(spec.name)

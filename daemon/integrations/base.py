@@ -20,6 +20,7 @@ from daemon.actions.guards import Guard
 from daemon.clients.http import HttpClient
 from daemon.core.decisions import Decision
 from daemon.core.events import Event
+from daemon.engine.ruleset import RuleSet
 from daemon.settings import Settings
 from daemon.telemetry.metrics import Metrics
 
@@ -85,6 +86,9 @@ class Plugged:
     guards: list[tuple[Guard, str]] = field(default_factory=list)
     # Awaited once on start, before the executor takes a decision (restore shared state).
     before_acting: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called with each rule set the daemon loads (first and on every reload), so a source
+    # that polls per rule (KPI queries) follows the rules.
+    on_rules: list[Callable[[RuleSet], None]] = field(default_factory=list)
     # Endpoints served on the daemon's HTTP server (inbound webhooks).
     routes: list[AbstractRouteDef] = field(default_factory=list)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from daemon.engine.lint import Available
 from daemon.integrations.base import Integration
 from daemon.integrations.docker import DockerIntegration
+from daemon.integrations.kpi import KpiIntegration
 from daemon.integrations.kubernetes import KubernetesIntegration
 from daemon.integrations.notify import NotifyIntegration
 from daemon.integrations.probes import ProbesIntegration
@@ -12,6 +13,7 @@ from daemon.settings import Settings
 
 INTEGRATIONS: tuple[type[Integration], ...] = (NotifyIntegration, DockerIntegration,
                                                  KubernetesIntegration, ProbesIntegration)
+INTEGRATIONS += (KpiIntegration,)  # source: kpi rules, unless: and recheck gates
 
 
 def available(settings: Settings) -> Available:

@@ -121,3 +121,15 @@ class Metrics:
                                           "Changes of a rule's state for a subject, by change: "
                                           "pending, firing, resolved, flapping, "
                                           "flapping_ended.", ["rule", "change"], registry=r)
+        # KPI source (source: kpi rules): what each rule's last query did.
+        self.kpi_query_state = Gauge("remedyd_kpi_query_state",
+                                     "1 for the state of a KPI rule's last query (ok, empty, "
+                                     "nan, unreachable, error), 0 for the others.",
+                                     ["rule", "state"], registry=r)
+        self.kpi_queries = Counter("remedyd_kpi_queries_total",
+                                   "KPI rule queries, by result (ok, empty, nan, unreachable, "
+                                   "error; skipped: the previous poll was still running).",
+                                   ["rule", "result"], registry=r)
+        self.kpi_query_duration = Histogram("remedyd_kpi_query_duration_seconds",
+                                            "Time a KPI rule's query took, failed ones too.",
+                                            buckets=_LATENCY_BUCKETS, registry=r)
