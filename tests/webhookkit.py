@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,3 +149,12 @@ def signed(body: bytes, secret: str = SECRET, at: float | None = None) -> dict[s
     stamp = str(int(time.time() if at is None else at))
     digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
     return {"X-Remedyd-Timestamp": stamp, "X-Remedyd-Signature": f"sha256={digest.hexdigest()}"}
+
+
+async def until(predicate: Callable[[], object], seconds: float, what: str) -> None:
+    """Poll, bounded, on the event loop; fail saying what was waited for."""
+    for _ in range(int(seconds / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")

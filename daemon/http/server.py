@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.core.errors import RemedydError
+from daemon.http.linger import answer_early
 from daemon.http.openapi import MAX_AUDIT_LIMIT, SPEC
 from daemon.http.requestlog import ServerLog
 from daemon.telemetry.metrics import Metrics
@@ -72,13 +73,13 @@ def build_app(daemon: DaemonView, metrics: Metrics,
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            return _error(404, "not found", path=request.path)
+            return await answer_early(request, _error(404, "not found", path=request.path))
         except web.HTTPMethodNotAllowed as exc:
             allowed = sorted(exc.allowed_methods)
             response = _error(405, "method not allowed", method=request.method,
                               allowed=allowed)
             response.headers["Allow"] = ",".join(allowed)
-            return response
+            return await answer_early(request, response)
         except web.HTTPException:
             raise
         except Exception:
@@ -132,7 +133,11 @@ async def serve(app: web.Application, host: str, port: int) -> Callable[[], Any]
 
     Raises ListenError when the address cannot be bound.
     """
-    runner = web.AppRunner(app, access_log=None, logger=app[_SERVER_LOG])
+    # No lingering on an unread body: aiohttp logs a body that fails to decode there
+    # (corrupt gzip) as an unhandled exception. Endpoints that refuse a body unread
+    # drain it themselves, bounded (daemon/http/linger.py); elsewhere the connection
+    # closes after the answer.
+    runner = web.AppRunner(app, access_log=None, logger=app[_SERVER_LOG], lingering_time=0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

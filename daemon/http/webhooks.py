@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon.http.linger import answer_early
 from daemon.http.webhook_auth import Credentials, signed_by, well_formed
 from daemon.sources.webhook_payloads import PayloadError, decode_json, parse_alertmanager
 from daemon.sources.webhooks import AlertIntake, GenericIntake
@@ -84,6 +85,8 @@ class _Counted:
                 log.exception("bug answering %s %s", request.method, request.path)
                 response = _error(400, "request not understood (a bug in remedyd; the log "
                                   "has details)")
+            # Refused before (or while) its body was read, or a body that broke after.
+            response = await answer_early(request, response)
             label = endpoint(request) if callable(endpoint) else endpoint
             self._metrics.webhook_requests.labels(label, str(response.status)).inc()
             return response
