@@ -116,11 +116,22 @@ class Metrics:
                                     "Probe checks, by result: ok, or why one failed (timeout, "
                                     "refused, dns, tls, status, body, error).",
                                     ["probe", "result"], registry=r)
-        # -- rule states (daemon/engine/alerts.py), as audited ------------------------------
-        self.rule_state_changes = Counter("remedyd_rule_state_changes_total",
-                                          "Changes of a rule's state for a subject, by change: "
-                                          "pending, firing, resolved, flapping, "
-                                          "flapping_ended.", ["rule", "change"], registry=r)
+        # -- inbound webhooks and Alertmanager silences -------------------------------------
+        self.webhook_requests = Counter("remedyd_webhook_requests_total",
+                                        "Inbound webhook requests, by endpoint and the HTTP "
+                                        "status answered.", ["endpoint", "code"], registry=r)
+        self.webhook_alerts = Counter("remedyd_webhook_alerts_total",
+                                      "Alertmanager alerts received, by status and outcome: "
+                                      "accepted, duplicate (a re-delivery), dropped (the "
+                                      "engine's queue was full; answered 503 for a retry).",
+                                      ["status", "outcome"], registry=r)
+        self.webhook_truncated = Counter("remedyd_webhook_truncated_alerts_total",
+                                         "Alerts Alertmanager left out of its notifications "
+                                         "(webhook_config max_alerts), by receiver.",
+                                         ["receiver"], registry=r)
+        self.silence_fetches = Counter("remedyd_alertmanager_silence_fetches_total",
+                                       "Reads of Alertmanager's silences, by outcome (ok, "
+                                       "error).", ["outcome"], registry=r)
         # KPI source (source: kpi rules): what each rule's last query did.
         self.kpi_query_state = Gauge("remedyd_kpi_query_state",
                                      "1 for the state of a KPI rule's last query (ok, empty, "
@@ -133,3 +144,8 @@ class Metrics:
         self.kpi_query_duration = Histogram("remedyd_kpi_query_duration_seconds",
                                             "Time a KPI rule's query took, failed ones too.",
                                             buckets=_LATENCY_BUCKETS, registry=r)
+        # -- rule states (daemon/engine/alerts.py), as audited ------------------------------
+        self.rule_state_changes = Counter("remedyd_rule_state_changes_total",
+                                          "Changes of a rule's state for a subject, by change: "
+                                          "pending, firing, resolved, flapping, "
+                                          "flapping_ended.", ["rule", "change"], registry=r)
