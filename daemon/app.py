@@ -20,6 +20,7 @@ from daemon.actions.executor import REMEMBERED, Executor, ExecutorSettings
 from daemon.actions.flapping import FlappingGuard
 from daemon.actions.ladder import Ladder
 from daemon.actions.params import ACTIONS, CATALOG
+from daemon.actions.verify import PromQuery
 from daemon.audit import open_intents
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.bus import Bus
@@ -94,13 +95,26 @@ class Daemon:
         self._plug_integrations()
         self.state_hooks: list[Callable[[StateChange], None]] = []
         # Ladders: a verification hears the rule's state resolving and the subject's events.
-        self.ladder = Ladder(self.executor, notify_url=settings.notify.webhook_url)
+        self.ladder = Ladder(self.executor, prometheus=self._verify_prometheus(),
+                             notify_url=settings.notify.webhook_url)
         self.state_hooks.append(self.ladder.on_state)
         self.supervisor = Supervisor(self.metrics, self._fatal)
         self._stop = asyncio.Event()
         self.draining = False
         self._announced = False
         self.exit_code = 0
+
+    def _verify_prometheus(self) -> PromQuery | None:
+        """Where `verify.query` asks (None: [prometheus] url unset, such a verification is
+        unknown); the client library is imported only then."""
+        prometheus = self.settings.prometheus
+        if not prometheus.url:
+            return None
+        from daemon.actions.verify_prometheus import PrometheusSamples
+        from daemon.clients.prometheus import PrometheusClient
+
+        return PrometheusSamples(PrometheusClient(self.http_client, prometheus.url,
+                                                  prometheus.headers, prometheus.timeout))
 
     @staticmethod
     def action_catalog(settings: Settings) -> dict[str, type[Any]]:

@@ -220,3 +220,15 @@ def test_states_of_series_that_resolved_are_dropped(tmp_path: Path) -> None:
         r.samples("errors", [0.05, 0.05, 0.05, 0.001], series=str(i))
     assert len(r.decisions) == 2000
     assert r.engine.state.size().alerts == 0 and r.engine.next_due() is None
+
+
+def test_a_match_on_the_event_that_ends_the_subject_keeps_no_state(tmp_path: Path) -> None:
+    r = run(tmp_path, """
+  - name: on-gone
+    source: webhook
+    when: event.action == "gone"
+    actions: [notify.page: {}]
+""")
+    r.feed(_alert("gone", resolves=("*",)), 0.0)
+    assert len(r.decisions) == 1 and r.kinds() == ["firing", "resolved"]
+    assert r.engine.state.size().alerts == 0

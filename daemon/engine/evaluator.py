@@ -69,9 +69,9 @@ class Evaluator:
     def evaluate(self, event: Event, now: float) -> list[Decision]:
         decisions: list[Decision] = []
         subject_key = event.subject.key
-        if event.action == "destroy" or "*" in event.resolves:
-            for gone in self.state.forget_subject(subject_key):
-                self.machine.gone(gone, event, now)
+        ends = event.action == "destroy" or "*" in event.resolves
+        if ends:
+            self._forget(event, subject_key, now)
         elif event.resolves and subject_key in self.state.alerts:
             self._resolve(event, subject_key, now, decisions)
         if event.for_rule and event.action == MISSING:
@@ -112,7 +112,14 @@ class Evaluator:
                     self.machine.neither(alert)
                 else:
                     self.machine.clears(compiled, alert, event, now, decisions)
+        if ends and subject_key in self.state.alerts:
+            self._forget(event, subject_key, now)  # a match on its last event: over too
         return decisions
+
+    def _forget(self, event: Event, subject_key: str, now: float) -> None:
+        """The subject is gone: its states end, and nothing is kept of it."""
+        for gone in self.state.forget_subject(subject_key):
+            self.machine.gone(gone, event, now)
 
     def _holds(self, compiled: CompiledRule, condition: Condition, context: Any) -> bool:
         try:
