@@ -73,9 +73,10 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 # What the downward API would put into a pod's environment.
 DOWNWARD = {"metadata.name": "remedyd-7d9f-abcde", "spec.nodeName": "worker-1"}
-# Docker rules need a Docker engine, probe rules [[probes]]: the pod's rules are the others.
+# Docker rules need a Docker engine, probe rules [[probes]], KPI rules [prometheus] url:
+# the pod's rules are the others.
 POD_RULE_FILES = sorted(p.name for p in (ROOT / "rules").glob("*.yaml")
-                        if p.name not in ("docker.yaml", "probes.yaml"))
+                        if p.name not in ("docker.yaml", "probes.yaml", "kpi.yaml"))
 
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from daemon.core.rules import discover
+from daemon.engine.kpi import series_id
 from daemon.testing.notation import Gap, NotationError, expand
 from daemon.testing.run import main
-from daemon.testing.series import SeriesError, format_labels, parse_series
+from daemon.testing.series import SeriesError, parse_series
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK_TESTS = sorted((ROOT / "rules" / "tests").glob("*.yaml"))
@@ -223,7 +224,7 @@ def test_series_notation() -> None:
         "__name__": "up", "job": "api", "instance": "a:1"}
     assert parse_series("{service='api',}") == {"service": "api"}
     assert parse_series('x{a="q\\"uote\\n"}') == {"__name__": "x", "a": 'q"uote\n'}
-    assert format_labels({"b": "2", "a": 'x"y'}) == '{a="x\\"y",b="2"}'
+    assert series_id(parse_series('{b="2", a="x\\"y"}')) == '{a="x\\"y",b="2"}'
     for bad in ("", "{a=b}", '{a="1"', '{a="1", a="2"}', 'up{"a"="1"}'):
         with pytest.raises(SeriesError):
             parse_series(bad)

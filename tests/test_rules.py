@@ -36,7 +36,8 @@ def check(*paths: Path | str) -> subprocess.CompletedProcess[str]:
     # A configuration where every bundled action can work, so only errors are printed.
     env = dict(os.environ, REMEDYD_DOCKER__ENABLED="true", REMEDYD_KUBERNETES__ENABLED="true",
                REMEDYD_NOTIFY__WEBHOOK_URL="http://127.0.0.1:9/hook",
-               REMEDYD_PROBES='[{"name": "api", "url": "http://127.0.0.1:9/health"}]')
+               REMEDYD_PROBES='[{"name": "api", "url": "http://127.0.0.1:9/health"}]',
+               REMEDYD_PROMETHEUS__URL="http://127.0.0.1:9/prometheus")
     return subprocess.run([sys.executable, "-m", "daemon", "check", *map(str, paths)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
 
@@ -50,7 +51,7 @@ def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
 def test_bundled_rules_pass_check() -> None:
     result = check()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[-1] == "ok: 11 rules in 3 file(s)"
+    assert result.stdout.splitlines()[-1] == "ok: 15 rules in 4 file(s)"
     assert "warning" not in result.stdout
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from daemon.core.durations import format_duration
 from daemon.core.events import Ref
-from daemon.testing.series import SeriesError, format_labels, parse_series
+from daemon.engine.kpi import series_id
+from daemon.testing.series import SeriesError, parse_series
 from daemon.testing.sim import Happened
 from daemon.testing.spec import Expectation
 
@@ -74,7 +75,7 @@ def names(text: str, ref: Ref | None) -> bool:
     text = text.strip()
     if "{" in text:
         try:
-            wanted = format_labels({k: v for k, v in parse_series(text).items()})
+            wanted = series_id(parse_series(text))
         except SeriesError:
             return False
         return wanted == ref.id

@@ -10,16 +10,14 @@ from pathlib import Path
 
 from daemon.actions.executor import ExecutorSettings
 from daemon.core.events import Event, JSONValue, Ref
+from daemon.engine.kpi import missing_event, sample_event, series_id
 from daemon.engine.ruleset import RuleSet
-from daemon.testing.kpi import missing_event, sample_event
+from daemon.sources.kpi import FORGET_AFTER
 from daemon.testing.notation import Gap, Sample
-from daemon.testing.series import format_labels
 from daemon.testing.shapes import DEFAULT_KINDS, default_resolves
 from daemon.testing.sim import Happened, Simulation
 from daemon.testing.spec import InputEvent, TestGroup
 
-# Polls a series that stopped answering still gets `missing` events, as the KPI source.
-FORGET_AFTER = 10
 # Sample times are multiples of the interval; a float step must not skip one.
 _EPSILON = 1e-9
 
@@ -128,11 +126,11 @@ def _answer(rule: str, answer: list[tuple[dict[str, str], float]],
     events: list[Event] = []
     answered = set()
     for labels, value in answer:
-        ident = format_labels(labels)
+        ident = series_id(labels)
         answered.add(ident)
         seen[ident] = (labels, 0)
-        events.append(missing_event(rule, labels, "nan", at) if math.isnan(value)
-                      else sample_event(rule, labels, value, at))
+        events.append(missing_event(rule, labels, "nan", at, at) if math.isnan(value)
+                      else sample_event(rule, labels, value, at, at))
     for ident, (labels, missed) in list(seen.items()):
         if ident in answered:
             continue
@@ -140,7 +138,7 @@ def _answer(rule: str, answer: list[tuple[dict[str, str], float]],
             del seen[ident]
             continue
         seen[ident] = (labels, missed + 1)
-        events.append(missing_event(rule, labels, "empty", at))
+        events.append(missing_event(rule, labels, "empty", at, at))
     if not answer and not seen:
-        events.append(missing_event(rule, {}, "empty", at))
+        events.append(missing_event(rule, {}, "empty", at, at))
     return events

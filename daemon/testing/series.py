@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 _METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -52,15 +51,6 @@ def parse_series(text: str) -> dict[str, str]:
     if not reader.at_end():
         raise reader.error("the end after '}'")
     return labels
-
-
-def format_labels(labels: Mapping[str, str]) -> str:
-    """`{a="b",c="d"}`: sorted, escaped as Prometheus's text format writes label values."""
-    return "{" + ",".join(f'{key}="{_escape(labels[key])}"' for key in sorted(labels)) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class _Reader:

@@ -25,9 +25,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RULES = ROOT / "rules"
-# Docker rules need a Docker engine; probe rules need [[probes]], which base/remedyd.toml
-# leaves to the operator.
-NOT_IN_A_POD = {"docker.yaml", "probes.yaml"}
+# Docker rules need a Docker engine; probe rules need [[probes]] and KPI rules
+# [prometheus] url, which base/remedyd.toml leaves to the operator.
+NOT_IN_A_POD = {"docker.yaml", "probes.yaml", "kpi.yaml"}
 CONFIG = HERE / "base" / "remedyd.toml"
 CLUSTER_ROLE = HERE / "components" / "cluster-role" / "clusterrole.yaml"
 SIDECAR_ROLE = HERE / "overlays" / "sidecar" / "role.yaml"
