@@ -8,9 +8,13 @@ import asyncio
 import base64
 import json
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
+from daemon.core.errors import ConfigError
+from daemon.settings import load_settings
 from tests.webhookkit import alert, notification, webhook_server
 
 PATH = "/webhooks/alertmanager"
@@ -226,3 +230,25 @@ async def test_other_methods_and_paths_are_not_served() -> None:
         assert (await served.post("/webhooks/generic/ci", {}))[0] == 404
     async with webhook_server(generic={"ci": {"secret": "x" * 16}}) as served:
         assert (await served.post(PATH, notification(alert())))[0] == 404
+
+
+@pytest.mark.parametrize("toml,says", [
+    ('[webhooks]\nalertmanager_username = "am"\n', "go together"),
+    ('[webhooks]\nalertmanager_token = ""\n', "alertmanager_token"),
+    ('[webhooks.generic."Bad Name"]\nsecret = "0123456789abcdef"\n', "Bad Name"),
+    ('[webhooks.generic.ci]\nsecret = "short"\n', "secret"),
+])
+def test_bad_webhook_settings_name_the_key(tmp_path: Path, toml: str, says: str) -> None:
+    path = tmp_path / "remedyd.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_settings(path)
+
+
+async def test_truncation_is_labelled_by_a_bounded_set_of_receivers() -> None:
+    async with webhook_server(alertmanager=True) as served:
+        for i in range(40):
+            body = {**notification(alert(), truncated=1), "receiver": f"r{i}"}
+            assert (await served.post(PATH, body))[0] == 200
+        assert served.metric("remedyd_webhook_truncated_alerts_total", receiver="r0") == 1
+        assert served.metric("remedyd_webhook_truncated_alerts_total", receiver="other") == 8

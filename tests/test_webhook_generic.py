@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -124,20 +126,12 @@ async def test_an_unknown_webhook_is_a_404_and_bad_bodies_are_a_400() -> None:
                     reason="needs openssl and curl")
 async def test_the_documented_openssl_and_curl_commands_are_accepted() -> None:
     async with webhook_server(generic=HOOKS) as served:
-        # docs/webhooks.md, as a user copies it (the URL and secret filled in).
-        script = f"""
-set -eu
-SECRET='{SECRET}'
-URL='{served.url}{PATH}'
-BODY='{{"action": "deployed", "subject": "api", "labels": {{"env": "prod"}}}}'
-TS=$(date +%s)
-SIG=$(printf '%s.%s' "$TS" "$BODY" | openssl dgst -sha256 -hmac "$SECRET" | sed 's/^.* //')
-curl -fsS -X POST "$URL" \\
-  -H "Content-Type: application/json" \\
-  -H "X-Remedyd-Timestamp: $TS" \\
-  -H "X-Remedyd-Signature: sha256=$SIG" \\
-  --data-binary "$BODY"
-"""
+        # docs/webhooks.md's example, as a user copies it (the URL and secret filled in).
+        docs = (Path(__file__).parents[1] / "docs" / "webhooks.md").read_text()
+        (example,) = [block for block in re.findall(r"```sh\n(.*?)```", docs, re.S)
+                      if "openssl dgst" in block]
+        script = "set -eu\n" + re.sub(r"^URL=.*$", f"URL='{served.url}{PATH}'", re.sub(
+            r"^SECRET=.*$", f"SECRET='{SECRET}'", example, flags=re.M), flags=re.M)
         proc = await asyncio.create_subprocess_exec(
             "bash", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 30)

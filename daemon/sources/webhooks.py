@@ -36,6 +36,8 @@ SEEN_FOR = 86_400.0
 # Generic deliveries remembered per webhook (their signatures, until their timestamp
 # leaves the replay window); only correctly signed ones are, so filling it needs the key.
 SEEN_SIGNATURES = 100_000
+# Distinct receiver names a metric is labelled with; the rest count as "other".
+RECEIVER_LABELS = 32
 
 
 class Recent:
@@ -124,6 +126,7 @@ class AlertIntake:
         self._clock = clock
         self.seen = Recent(seen_limit, clock)
         self.totals = {"accepted": 0, "duplicate": 0, "dropped": 0, "truncated": 0}
+        self._receivers: set[str] = set()
         self._counters = {(status, outcome): metrics.webhook_alerts.labels(status, outcome)
                           for status in ("firing", "resolved")
                           for outcome in ("accepted", "duplicate", "dropped")}
@@ -154,7 +157,14 @@ class AlertIntake:
     def _truncated(self, notification: Notification) -> None:
         count = notification.truncated_alerts
         self.totals["truncated"] += count
-        self._metrics.webhook_truncated.labels(notification.receiver).inc(count)
+        # The receiver's name is the sender's text: a bounded set of label values.
+        receiver = notification.receiver[:64]
+        if receiver not in self._receivers:
+            if len(self._receivers) >= RECEIVER_LABELS:
+                receiver = "other"
+            else:
+                self._receivers.add(receiver)
+        self._metrics.webhook_truncated.labels(receiver).inc(count)
         # Those alerts never reach remedyd: the operator must raise max_alerts.
         log.warning("Alertmanager receiver %r left %d alert(s) out of group %s (its "
                     "webhook_config max_alerts); remedyd cannot act on them",
