@@ -145,3 +145,40 @@ def test_the_bundled_rules_are_clean_with_a_full_configuration(tmp_path: Path) -
                    docker=True, webhook_url="http://127.0.0.1:9/x")
     assert result.returncode == 0, result.stdout
     assert lines(result) == ["ok: 3 rules in 1 file(s)"]
+
+
+GATED = """
+  - name: gated
+    source: docker
+    when: event.action == "oom"
+    unless: ['ALERTS{alertname="Maintenance"}']
+    actions:
+      - notify.webhook: {}
+        verify: {within: 1m, query: 'up{job="api"} == 1'}
+"""
+
+
+def test_gates_and_verify_queries_without_prometheus_are_warnings(tmp_path: Path) -> None:
+    result = check(tmp_path, rules(GATED), docker=True, webhook_url="http://127.0.0.1:9/x")
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = lines(result)
+    prefix = f"{tmp_path / 'rules.yaml'}:2: rule 'gated': warning: "
+    assert prefix + ("unless: needs [prometheus] url; without it these gates are not checked "
+                     "and the rule acts as if none blocked it") in warnings
+    assert prefix + ("actions: notify.webhook: verify.query needs [prometheus] url; without "
+                     "it the verification comes out unknown and the ladder stops there"
+                     ) in warnings
+
+
+def test_a_kpi_rule_without_prometheus_names_the_setting(tmp_path: Path) -> None:
+    text = rules("""
+  - name: slow
+    source: kpi
+    query: 'up == 0'
+    actions:
+      - notify.webhook: {}
+""")
+    result = check(tmp_path, text, docker=True, webhook_url="http://127.0.0.1:9/x")
+    assert lines(result)[0].endswith(
+        "warning: source 'kpi' is not enabled in this configuration ([prometheus] url); "
+        "the rule never fires"), result.stdout

@@ -14,7 +14,9 @@ from daemon.core.rules import Rule
 from daemon.engine.ruleset import RuleSet, steps_of
 
 # The setting that turns an integration on, named in warnings so the fix is obvious.
-SWITCHES = {"docker": "[docker] enabled", "kubernetes": "[kubernetes] enabled"}
+SWITCHES = {"docker": "[docker] enabled", "kubernetes": "[kubernetes] enabled",
+            "kpi": "[prometheus] url", "probe": "[[probes]]",
+            "webhook": "[webhooks] alertmanager or [webhooks.generic.<name>]"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,8 @@ class Available:
     actions: frozenset[str]
     # [notify] webhook_url: where notify.webhook posts when the rule names no url.
     webhook_url: str | None = None
+    # [prometheus] url is set: `unless:` gates and `verify.query` can be asked.
+    prometheus: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,13 @@ def _problems(rule: Rule, available: Available) -> Iterator[str]:
     if rule.source not in available.sources:
         yield (f"source {rule.source!r} is not enabled in this configuration"
                f"{_switch(rule.source)}; the rule never fires")
-    for _, spec in steps_of(rule):
+    if rule.unless and not available.prometheus:
+        yield ("unless: needs [prometheus] url; without it these gates are not checked "
+               "and the rule acts as if none blocked it")
+    for label, spec in steps_of(rule):
+        if spec.verify is not None and spec.verify.query and not available.prometheus:
+            yield (f"{label}: {spec.name}: verify.query needs [prometheus] url; without it "
+                   "the verification comes out unknown and the ladder stops there")
         if spec.name not in available.actions:
             integration = spec.name.partition(".")[0]
             yield (f"action {spec.name} is not available: its integration is off"

@@ -29,4 +29,5 @@ def available(settings: Settings) -> Available:
             sources.update(cls.event_sources)
             actions.update(cls.action_names)
     return Available(sources=frozenset(sources), actions=frozenset(actions),
-                     webhook_url=settings.notify.webhook_url)
+                     webhook_url=settings.notify.webhook_url,
+                     prometheus=settings.prometheus.url is not None)
