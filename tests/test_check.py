@@ -122,7 +122,7 @@ def test_a_rule_whose_source_is_off_is_a_warning(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines(result)[0] == (
         f"{tmp_path / 'rules.yaml'}:2: rule 'slow-queries': warning: source 'probe' is not "
-        "enabled in this configuration; the rule never fires")
+        "enabled in this configuration ([[probes]]); the rule never fires")
     assert check(tmp_path, text, "--strict", docker=True,
                  webhook_url="http://127.0.0.1:9/x").returncode == 1
 
