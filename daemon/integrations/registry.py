@@ -9,11 +9,13 @@ from daemon.integrations.kpi import KpiIntegration
 from daemon.integrations.kubernetes import KubernetesIntegration
 from daemon.integrations.notify import NotifyIntegration
 from daemon.integrations.probes import ProbesIntegration
+from daemon.integrations.webhooks import SilencesIntegration, WebhooksIntegration
 from daemon.settings import Settings
 
 INTEGRATIONS: tuple[type[Integration], ...] = (NotifyIntegration, DockerIntegration,
                                                  KubernetesIntegration, ProbesIntegration)
 INTEGRATIONS += (KpiIntegration,)  # source: kpi rules, unless: and recheck gates
+INTEGRATIONS += (WebhooksIntegration, SilencesIntegration)  # inbound webhooks, silences
 
 
 def available(settings: Settings) -> Available:
