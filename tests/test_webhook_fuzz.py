@@ -46,7 +46,8 @@ def alert_shapes(draw: st.DrawFn) -> Any:
             del body[key]
         elif choice == 1:
             body[key] = draw(json_values)
-    for item in body.get("alerts") or []:
+    alerts = body.get("alerts")
+    for item in alerts if isinstance(alerts, list) else []:
         if isinstance(item, dict):
             for key in list(item):
                 if draw(st.integers(0, 6)) == 0:
