@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ContainerFactory, KpiStack, docker_inspect
-from tests.harness import DaemonProcess, wait_for
+from tests.harness import DaemonProcess, WebhookSink, wait_for
 
 THRESHOLD = 0.05
 
@@ -37,6 +37,7 @@ rules:
       name: "{{{{ $labels.service }}}}"
     actions:
       - docker.restart: {{timeout: 1s}}
+        verify: {{within: 30s}}
 """
 
 
@@ -89,12 +90,39 @@ def test_a_breach_lasting_for_restarts_the_named_container_once(
     kpi_stack.service.set(name, error_ratio=0.0)
     wait_for(lambda: any(v and float(v[0]["value"][1]) < THRESHOLD
                          for v in [kpi_stack.query(ratio_query(name))]), 20, "the recovery")
-    if daemon.audit("state"):  # the engine reports the rule's state per series
-        wait_for(lambda: any(r.get("change") == "resolved" for r in daemon.audit("state")),
-                 20, "the state to resolve")
+    wait_for(lambda: any(r.get("change") == "resolved" for r in daemon.audit("state")),
+             20, "the state to resolve")
+    (verified,) = wait_for(lambda: daemon.audit("verification"), 10, "the verification")
+    assert verified["outcome"] == "recovered" and verified["incident"] == acted["incident"]
     # Once, and no more while it lasted or after.
     assert len([s for s in restarts(daemon) if s["outcome"] == "success"]) == 1
     assert kpi_states(daemon, "error-ratio") == ["ok"]
+
+
+def test_a_breach_the_restart_does_not_clear_escalates_and_ends_in_notify(
+        kpi_stack: KpiStack, containers: ContainerFactory, docker_host: str,
+        daemons: Any) -> None:
+    name = f"kpi-stuck-{os.getpid()}"
+    containers("--name", name)
+    kpi_stack.service.set(name, error_ratio=0.0)
+    wait_for(lambda: kpi_stack.query(ratio_query(name)), 20, "the service's ratio in Prometheus")
+    with WebhookSink() as sink:
+        rules = error_ratio_rule(name).replace("verify: {within: 30s}", "verify: {within: 3s}")
+        rules += f"""    escalate:
+      - notify.webhook: {{url: "{sink.url}", message: still failing after a restart}}
+"""
+        daemon = daemons(rules, kpi_stack.url, docker_host)
+        wait_for(lambda: kpi_states(daemon, "error-ratio") == ["ok"], 10, "the first answer")
+        kpi_stack.service.set(name, error_ratio=0.5)  # and it stays broken
+        wait_for(lambda: sink.bodies, 30, f"the notification ({daemon.log()[-3000:]})")
+        (acted, *_) = [d for d in daemon.audit("decision") if d["decision"] == "act"]
+        story = [(r["kind"], r.get("outcome") or r.get("decision") or r.get("change"))
+                 for r in daemon.audit() if r.get("incident") == acted["incident"]]
+        assert ("verification", "not_recovered") in story, story
+        assert sink.bodies[0]["incident"] == acted["incident"]
+        assert sink.bodies[0]["message"] == "still failing after a restart"
+        assert len([s for s in restarts(daemon) if s["outcome"] == "success"]) == 1
+        kpi_stack.service.set(name, error_ratio=0.0)
 
 
 def test_prometheus_down_invents_nothing_and_polling_resumes(
