@@ -98,6 +98,11 @@ class Daemon:
         self.ladder = Ladder(self.executor, prometheus=self._verify_prometheus(),
                              notify_url=settings.notify.webhook_url)
         self.state_hooks.append(self.ladder.on_state)
+        # A decision refused for now (a gate, a silence) is decided again on the next
+        # sample while the rule's state still fires.
+        self.executor.on_refused_for_now.append(
+            lambda decision: self.evaluator.rearm(decision.rule.name,
+                                                  decision.event.subject.key))
         self.supervisor = Supervisor(self.metrics, self._fatal)
         self._stop = asyncio.Event()
         self.draining = False

@@ -63,3 +63,58 @@ async def test_state_changes_are_audited_and_handed_to_the_hooks(tmp_path: Path)
     assert [c.change for c in heard] == ["firing", "resolved"]
     assert daemon.metrics.registry.get_sample_value(
         "remedyd_rule_state_changes_total", {"rule": "on-alert", "change": "resolved"}) == 1
+
+
+KPI_RULES = """rules:
+  - name: errors
+    source: kpi
+    query: 'sum(rate(http_requests_total{code=~"5.."}[1m]))'
+    when: event.attributes.value > 0.01
+    actions: [notify.webhook: {url: "http://127.0.0.1:9/hook"}]
+"""
+
+
+def _sample(value: float, at: float) -> Event:
+    return Event("kpi", "series", "sample", Ref("kpi", "series", "errors{}", id="{}"),
+                 f"errors@{at}", at, at, {"value": value, "labels": {}}, for_rule="errors")
+
+
+class _Closed:
+    """Refuses for now, as a silence does, until opened."""
+
+    name = "silence"
+    transient = True
+    open = False
+
+    async def check(self, ctx: Any) -> Any:
+        from daemon.actions.guards import GuardResult
+        return GuardResult(self.name, "ok" if self.open else "refuse",
+                           "" if self.open else "silenced")
+
+    def commit(self, spend: Any) -> None:
+        pass
+
+
+async def test_a_kpi_breach_refused_for_now_is_acted_on_once_the_refusal_ends(
+        tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(KPI_RULES)
+    settings = Settings(server={"listen": f"127.0.0.1:{free_port()}"},
+                        docker={"enabled": False}, safety={"dry_run": True},
+                        audit={"path": str(tmp_path / "audit.jsonl")},
+                        rules={"paths": [str(rules)]})
+    daemon = Daemon(settings)
+    gate = _Closed()
+    daemon.executor.insert_guard(gate, before="dry_run")  # type: ignore[arg-type]
+    await daemon.start()
+    try:
+        daemon.bus.emit(_sample(0.5, 0.0))
+        [refused] = await _records(daemon, "decision", 1)
+        gate.open = True  # the silence expired; the breach goes on
+        daemon.bus.emit(_sample(0.5, 1.0))
+        _, again = await _records(daemon, "decision", 2)
+    finally:
+        daemon.request_stop()
+        await daemon.shutdown()
+    assert refused["suppressed_by"] == "silence"
+    assert again["incident"] == refused["incident"] and again.get("suppressed_by") == "dry_run"

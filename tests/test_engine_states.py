@@ -232,3 +232,23 @@ def test_a_match_on_the_event_that_ends_the_subject_keeps_no_state(tmp_path: Pat
     r.feed(_alert("gone", resolves=("*",)), 0.0)
     assert len(r.decisions) == 1 and r.kinds() == ["firing", "resolved"]
     assert r.engine.state.size().alerts == 0
+
+
+def test_a_kpi_decision_refused_for_now_is_decided_again_on_the_next_breaching_sample(
+        tmp_path: Path) -> None:
+    r = run(tmp_path, ERRORS + """
+    actions: [test.fix: {}]
+""")
+    now = r.samples("errors", [0.05, 0.05])
+    [first] = r.decisions
+    # A gate said "not now" (a silence, an unless query): the episode is not over.
+    r.engine.rearm("errors", first.event.subject.key)
+    now = r.samples("errors", [0.05, 0.05], start=now)
+    assert len(r.decisions) == 2, "once more, on the first sample after the refusal"
+    assert r.decisions[1].incident_id == first.incident_id
+    assert r.decisions[1].decided_at == 30.0
+    # Once it resolved there is nothing to re-arm: the next breach is a new episode.
+    now = r.samples("errors", [0.0], start=now)
+    r.engine.rearm("errors", first.event.subject.key)
+    r.samples("errors", [0.0, 0.0], start=now)
+    assert len(r.decisions) == 2

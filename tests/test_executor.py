@@ -4,6 +4,7 @@ that only changes spend, coalesced bursts, notifications that never hold a repai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -382,3 +383,22 @@ async def test_a_steady_retry_keeps_its_pace_and_the_timeout_says_what_blocked_i
     [outcome] = records(ex, "outcome")
     assert outcome["outcome"] == "timeout"
     assert outcome["error"] == "gave up after 32s: still blocked (attempt 7) (after 7 attempt(s))"
+
+
+async def test_a_for_now_refusal_is_handed_back_to_be_decided_again(tmp_path: Path) -> None:
+    ex = executor(tmp_path, Step("test.fix"))
+    gate = NotYet()
+    ex.insert_guard(gate, before="dry_run")
+    handed_back: list[str] = []
+    ex.on_refused_for_now.append(lambda decision: handed_back.append(decision.incident_id))
+    ruleset = rules(tmp_path, HEAL)
+    [refused] = decide(ruleset)
+    await asyncio.gather(*filter(None, [ex.submit(refused)]))
+    assert handed_back == [refused.incident_id]
+    # A refusal that is a "no" (dry-run here), not a "not yet", is not handed back.
+    gate.open = True
+    ex.settings = dataclasses.replace(ex.settings, dry_run=True)
+    [dry] = decide(ruleset)
+    await asyncio.gather(*filter(None, [ex.resubmit(dry)]))
+    assert handed_back == [refused.incident_id]
+    assert [r.get("suppressed_by") for r in records(ex, "decision")] == ["not_yet", "dry_run"]

@@ -124,6 +124,10 @@ class Executor:
         # leaves its intent where the next leader reads it); then called with its outcome.
         self.on_decision: list[Callable[[Decision, Mapping[str, Any]], Awaitable[None]]] = []
         self.on_outcome: list[Callable[[Decision, Mapping[str, Any]], None]] = []
+        # Called with each decision a guard refused for now (guards marked transient:
+        # leader, partition, cache_synced, unless, silence), so the engine can decide it
+        # again while the rule's state still fires.
+        self.on_refused_for_now: list[Callable[[Decision], None]] = []
         self._spent: OrderedDict[str, None] = OrderedDict()
 
     def default_guards(self) -> list[Guard]:
@@ -335,6 +339,8 @@ class Executor:
             return None
         if refused is not None and getattr(self._guard_named(results), "transient", False):
             self._end_coalescing(decision)
+            for refused_hook in self.on_refused_for_now:
+                refused_hook(decision)
         if refused is not None:
             self.metrics.suppressed.labels(rule.name, refused.guard).inc()
             log.info("rule %s on %s suppressed by %s: %s", rule.name, decision.target.name,

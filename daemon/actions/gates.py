@@ -35,6 +35,8 @@ class UnlessGuard(BaseGuard):
     kured's blocking alerts block a reboot."""
 
     name = "unless"
+    # A blocking query is a "not now": the breach is acted on once it stops blocking.
+    transient = True
 
     def __init__(self, client: PrometheusClient) -> None:
         self.client = client

@@ -51,6 +51,8 @@ def describe(silence: Silence) -> str:
 
 class SilenceGuard(BaseGuard):
     name = "silence"
+    # A silence expires: a breach still firing then is acted on.
+    transient = True
 
     def __init__(self, client: AlertmanagerClient, metrics: Metrics, ttl: float = CACHE_TTL,
                  clock: Callable[[], float] = time.monotonic,

@@ -59,6 +59,9 @@ class Machine:
         elif alert.phase == "firing":
             alert.keep_due = None  # holding again: keep_firing_for starts over next time
             if rule.source == "kpi":
+                if alert.rearmed:
+                    alert.rearmed = False
+                    out.append(self._decide(compiled, alert, event, now))
                 return
             if rule.for_ <= 0:
                 out.append(self._decide(compiled, alert, event, now))

@@ -60,6 +60,14 @@ class Evaluator:
         self.machine = Machine(self.state, new_id)
         self._by_name = {c.rule.name: c for c in ruleset.rules}
 
+    def rearm(self, rule: str, subject_key: str) -> None:
+        """A decision of this rule on this subject was refused for now (an `unless` gate, a
+        silence, not the leader): while its state keeps firing, the next sample that holds
+        decides again, instead of the episode staying unacted on until it resolves."""
+        alert = self.state.alerts.get(subject_key, {}).get(rule)
+        if alert is not None and alert.phase == "firing":
+            alert.rearmed = True
+
     def swap(self, ruleset: RuleSet) -> None:
         """Take a new rule set; the state of rules that still exist carries over."""
         self.state.forget_rules({r.rule.name for r in ruleset.rules})

@@ -52,6 +52,9 @@ class Alert:
     # When the state changed, inside the rule's flap window (rules with `flap` only).
     changes: list[float] = field(default_factory=list)
     flapping: bool = False
+    # A KPI rule's decision was refused for now (a gate, a silence): the next sample
+    # that still holds decides again, within the same episode and incident.
+    rearmed: bool = False
 
     def due(self, timer: Timer) -> float | None:
         return self.for_due if timer == "for" else (
