@@ -27,6 +27,16 @@ def _alert(action: str, resolves: tuple[str, ...] = ()) -> Event:
                  resolves=resolves)
 
 
+def _daemon(tmp_path: Path, rules_text: str) -> Daemon:
+    """An in-process daemon on these rules, dry-run, with Docker off."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text)
+    return Daemon(Settings(server={"listen": f"127.0.0.1:{free_port()}"},
+                           docker={"enabled": False}, safety={"dry_run": True},
+                           audit={"path": str(tmp_path / "audit.jsonl")},
+                           rules={"paths": [str(rules)]}))
+
+
 async def _records(daemon: Daemon, kind: str, count: int) -> list[dict[str, Any]]:
     for _ in range(250):
         found = [r for r in daemon.audit_tail(1000) if r["kind"] == kind]
@@ -37,13 +47,7 @@ async def _records(daemon: Daemon, kind: str, count: int) -> list[dict[str, Any]
 
 
 async def test_state_changes_are_audited_and_handed_to_the_hooks(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    settings = Settings(server={"listen": f"127.0.0.1:{free_port()}"},
-                        docker={"enabled": False}, safety={"dry_run": True},
-                        audit={"path": str(tmp_path / "audit.jsonl")},
-                        rules={"paths": [str(rules)]})
-    daemon = Daemon(settings)
+    daemon = _daemon(tmp_path, RULES)
     heard: list[StateChange] = []
     daemon.state_hooks.append(heard.append)
     daemon.state_hooks.insert(0, lambda change: 1 / 0)  # a broken hook harms nothing
@@ -97,13 +101,7 @@ class _Closed:
 
 async def test_a_kpi_breach_refused_for_now_is_acted_on_once_the_refusal_ends(
         tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(KPI_RULES)
-    settings = Settings(server={"listen": f"127.0.0.1:{free_port()}"},
-                        docker={"enabled": False}, safety={"dry_run": True},
-                        audit={"path": str(tmp_path / "audit.jsonl")},
-                        rules={"paths": [str(rules)]})
-    daemon = Daemon(settings)
+    daemon = _daemon(tmp_path, KPI_RULES)
     gate = _Closed()
     daemon.executor.insert_guard(gate, before="dry_run")  # type: ignore[arg-type]
     await daemon.start()
