@@ -275,6 +275,11 @@ def test_a_second_stack_never_stops_the_first(stack_base: Path) -> None:
 
 def test_interrupted_test_run_leaves_no_dockerd_behind(stack_base: Path) -> None:
     root = stub_checkout(stack_base)
+    # The first check after dockerd-up hangs, so the Ctrl-C below always lands while the
+    # run holds the dockerd it started (dockerd-up itself can finish in well under a
+    # second, before any poll sees its pidfile).
+    _write_exe(root / ".venv" / "bin" / "ruff",
+               f'#!/bin/sh\necho "ruff $*" >>{root / "calls.log"}\nexec sleep 60\n')
     stack = stack_base / "t"
     env = stack_env(stack)
     env.pop("DOCKER_HOST", None)
@@ -282,8 +287,11 @@ def test_interrupted_test_run_leaves_no_dockerd_behind(stack_base: Path) -> None
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        dockerd = wait_for(lambda: stack_pid(stack, "docker.pid"), 60, "dockerd to start")
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C while dockerd-up waits for it
+        wait_for(lambda: any(line.startswith("ruff") for line in calls(root)), 60,
+                 "the run to reach its first check")
+        dockerd = stack_pid(stack, "docker.pid")
+        assert dockerd, "dockerd-up started no dockerd"
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the middle of the run
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
