@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 TICK = 0.1
 
@@ -39,6 +39,10 @@ class KpiService:
         self.duration = Histogram("http_request_duration_seconds", "Request latency.",
                                   ["service"], registry=self.registry,
                                   buckets=(0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5))
+        # A value a test sets directly, for KPIs that must follow a knob at once (no rate()
+        # window smoothing it).
+        self.level = Gauge("kpi_test_level", "A value set by the test.", ["service"],
+                           registry=self.registry)
         self._traffic: dict[str, Traffic] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -58,6 +62,10 @@ class KpiService:
             traffic = self._traffic.setdefault(service, Traffic())
             traffic.error_ratio, traffic.latency = error_ratio, latency
             self.changed_at[service] = time.time()
+
+    def set_level(self, service: str, value: float) -> None:
+        with self._lock:
+            self.level.labels(service).set(value)
 
     def remove(self, service: str) -> None:
         """`service` stops reporting: its series vanish from the next scrape."""

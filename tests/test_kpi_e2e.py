@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,50 @@ def test_prometheus_down_invents_nothing_and_polling_resumes(
     # `on_missing: hold` (the default) holds.
     invented = [d for d in daemon.audit("decision") if d["rule"] == "error-ratio"]
     assert invented == [], json.dumps(invented, indent=1)
+
+
+def test_a_value_oscillating_around_the_threshold_flaps_no_action_one_notification(
+        kpi_stack: KpiStack, daemons: Any) -> None:
+    name = f"kpi-flappy-{os.getpid()}"
+    query = f'kpi_test_level{{service="{name}"}}'
+    kpi_stack.service.set_level(name, 0.0)
+    wait_for(lambda: kpi_stack.query(query), 20, "the level in Prometheus")
+    stop = threading.Event()
+
+    def oscillate() -> None:
+        for turn in range(80):  # bounded: at most two minutes
+            kpi_stack.service.set_level(name, 1.0 if turn % 2 == 0 else 0.0)
+            if stop.wait(1.5):
+                return
+
+    with WebhookSink() as repairs, WebhookSink() as pages:
+        rules = f"""
+rules:
+  - name: level
+    source: kpi
+    query: '{query}'
+    interval: 1s
+    for: 5s
+    when: event.attributes.value > 0.5
+    flap: {{changes: 4, within: 1m, notify: [notify.webhook: {{url: "{pages.url}"}}]}}
+    actions:
+      - notify.webhook: {{url: "{repairs.url}"}}
+"""
+        daemon = daemons(rules, kpi_stack.url)
+        wait_for(lambda: kpi_states(daemon, "level") == ["ok"], 10, "the first answer")
+        driver = threading.Thread(target=oscillate, daemon=True)
+        driver.start()
+        try:
+            wait_for(lambda: pages.bodies, 60, "the flap notification")
+            # Bounded: six more answers of the still-oscillating series.
+            polls = daemon.metric("remedyd_kpi_queries_total", rule="level")
+            wait_for(lambda: daemon.metric("remedyd_kpi_queries_total", rule="level")
+                     >= polls + 6, 30, "six more answers")
+        finally:
+            stop.set()
+            driver.join(5)
+        changes = [r["change"] for r in daemon.audit("state")]
+        assert "flapping" in changes and "firing" not in changes, changes
+        assert len(pages.bodies) == 1 and repairs.bodies == []
+        acted = [d for d in daemon.audit("decision") if d["decision"] == "act"]
+        assert [a["actions"][0]["params"]["url"] for a in acted] == [pages.url]
