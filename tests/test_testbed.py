@@ -273,6 +273,14 @@ def test_a_second_stack_never_stops_the_first(stack_base: Path) -> None:
     first_untouched()
 
 
+def _ctrl_c_as_from_a_terminal() -> None:
+    """SIGINT as an interactive shell hands it to a command: default and unblocked. A
+    suite started in the background (`scripts/test &`, nohup) runs with SIGINT ignored,
+    which every child inherits and bash cannot trap, so the Ctrl-C below did nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_interrupted_test_run_leaves_no_dockerd_behind(stack_base: Path) -> None:
     root = stub_checkout(stack_base)
     # The first check after dockerd-up hangs, so the Ctrl-C below always lands while the
@@ -285,7 +293,8 @@ def test_interrupted_test_run_leaves_no_dockerd_behind(stack_base: Path) -> None
     env.pop("DOCKER_HOST", None)
     proc = subprocess.Popen([str(root / "scripts" / "test")], cwd=root, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_from_a_terminal)
     try:
         wait_for(lambda: any(line.startswith("ruff") for line in calls(root)), 60,
                  "the run to reach its first check")
