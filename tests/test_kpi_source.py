@@ -206,8 +206,11 @@ async def test_a_slow_prometheus_is_not_asked_twice_at_once_nor_in_a_burst() -> 
         stall(1.0)
         resumed = time.monotonic()
         await rig.until(lambda: [a for a in answers if a > resumed])
-        await rig.until(lambda: time.monotonic() - resumed > 0.15)
-        assert len([a for a in answers if a > resumed]) <= 2 and most[0] == 1
+        await rig.until(lambda: time.monotonic() - resumed > 0.3)
+        # Ten polls fell due during the stall: one runs for all of them, then the schedule
+        # goes on at its 100 ms ticks (which can come right after it); a burst would be ten.
+        after = [a for a in answers if resumed < a <= resumed + 0.25]
+        assert len(after) <= 4 and most[0] == 1, [round(a - resumed, 3) for a in after]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
