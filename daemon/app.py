@@ -34,6 +34,7 @@ from daemon.engine.ruleset import RuleSet, load_ruleset
 from daemon.http.server import build_app, serve
 from daemon.integrations.base import BuildContext, Integration, Source, Switch
 from daemon.integrations.registry import INTEGRATIONS, available
+from daemon.security.params import apply_params
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.telemetry.metrics import Metrics
@@ -92,8 +93,8 @@ class Daemon:
             coalesce_window=safety.coalesce_window))
         # Decisions made while a rule's state flaps are audited as suppressed by it.
         self.executor.insert_guard(FlappingGuard(), before="superseded")
-        self._plug_integrations()
         self.state_hooks: list[Callable[[StateChange], None]] = []
+        self._plug_integrations()
         # Ladders: a verification hears the rule's state resolving and the subject's events.
         self.ladder = Ladder(self.executor, prometheus=self._verify_prometheus(),
                              notify_url=settings.notify.webhook_url)
@@ -146,6 +147,7 @@ class Daemon:
             self._before_acting.extend(plugged.before_acting)
             self._on_rules.extend(plugged.on_rules)
             self.routes.extend(plugged.routes)
+            self.state_hooks.extend(plugged.on_state)
         self.executor.actions = dict(self.actions)
 
     # -- what the HTTP layer reads ---------------------------------------------------------
@@ -186,6 +188,8 @@ class Daemon:
         """(Re)load every rule file; on any error keep the last good set. True on success."""
         # ACTIONS: each action's parameters and what it applies to, checked against rules.
         ruleset, errors = load_ruleset(self.settings.rules.paths, ACTIONS)
+        if not errors:
+            ruleset, errors = apply_params(ruleset, self.settings.security.params)
         if errors:
             self.rule_status.failed(errors, time.time())
             self.metrics.rule_reload_failures.inc()

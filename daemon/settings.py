@@ -46,6 +46,9 @@ class _Group(BaseModel):
 
 class ServerSettings(_Group):
     listen: str = "127.0.0.1:9464"
+    # Bearer token the API's write endpoints (accepting a security change) require; unset,
+    # they answer 403: nothing on the API changes state without it. Never logged.
+    api_token: str | None = Field(default=None, min_length=16)
 
     @field_validator("listen")
     @classmethod
@@ -405,6 +408,27 @@ def _unique_probe_names(probes: list[ProbeSettings]) -> list[ProbeSettings]:
 ProbeList = Annotated[list[ProbeSettings], AfterValidator(_unique_probe_names)]
 
 
+SecurityParam = float | int | str | bool | list[str]
+
+
+class SecuritySettings(_Group):
+    """Security posture: checks (`source: security` rules) over what Docker and Kubernetes
+    run, and drift from an approved baseline."""
+
+    # "auto": on where a `source: security` rule is loaded and Docker or Kubernetes is on.
+    enabled: bool | Literal["auto"] = "auto"
+    # The baseline of security-relevant fields per object: read at start (written by
+    # `remedyd scan --write-baseline` or by an earlier run), kept up to date (first
+    # sightings, accepted changes), so it survives a restart.
+    baseline: Path = Path("var/security-baseline.json")
+    # Capture an object never seen before as its own baseline (false: only objects in the
+    # baseline file are compared; others are reported as `unbaselined` drift).
+    learn: bool = True
+    # Overrides of the security rules' `params` by name (allow-lists, policy switches),
+    # so the bundled pack is tuned here rather than edited.
+    params: dict[str, SecurityParam] = Field(default_factory=dict)
+
+
 class EngineSettings(_Group):
     queue_size: int = Field(default=10_000, ge=10)
 
@@ -427,6 +451,7 @@ class Settings(BaseSettings):
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     probes: ProbeList = Field(default_factory=list)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # The file the settings were read from, for messages about a key found wrong later.

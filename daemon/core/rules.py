@@ -16,11 +16,19 @@ from daemon.core.errors import RuleError
 from daemon.core.templates import TemplateError, check
 from daemon.core.validation import describe_all
 
-SOURCES = ("docker", "kubernetes", "kpi", "probe", "webhook")
+SOURCES = ("docker", "kubernetes", "kpi", "probe", "webhook", "security")
 # The event kinds each source emits (the Docker source asks the engine for container
 # events only); a source missing here has not said yet, so its rules can name any kind.
 SOURCE_KINDS: dict[str, tuple[str, ...]] = {"docker": ("container",),
                                              "kubernetes": ("pod", "deployment", "node")}
+# What security (posture) events are about: a Docker container, or a Kubernetes object
+# of a kind that has a pod template or grants, isolates or binds something.
+SECURITY_KINDS: tuple[str, ...] = (
+    "container", "pod", "deployment", "statefulset", "daemonset", "replicaset", "job",
+    "cronjob", "namespace", "networkpolicy", "role", "clusterrole", "rolebinding",
+    "clusterrolebinding", "serviceaccount")
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 
 
@@ -147,6 +155,24 @@ class Target(BaseModel):
         return value
 
 
+class SecurityCheck(BaseModel):
+    """What a `source: security` rule checks, as scanners report it: a stable id (SARIF's
+    ruleId), how bad a finding is, the control it maps to, and the fix in one line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)+$")
+    severity: Severity
+    control: str = Field(min_length=1)
+    remediation: str = Field(min_length=1)
+
+    @field_validator("remediation")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\n" in value.strip():
+            raise ValueError("one line: a hint, not a runbook")
+        return value.strip()
+
+
 class Match(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str | None = None
@@ -170,7 +196,7 @@ class Rule(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     # Constants conditions read as `params.<name>` (thresholds), so a pack's numbers
     # are set in one place.
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    params: dict[str, float | int | str | bool | list[str]] = Field(default_factory=dict)
     # source: kpi: the PromQL instant query polled every `interval` (default: [prometheus]
     # interval); each returned series is one subject. An empty result or NaN counts as
     # neither breach nor healthy unless `on_missing` says so.
@@ -195,6 +221,8 @@ class Rule(BaseModel):
     # runs, under the same incident; the last one failing ends in a notification and the
     # rule paused for that subject.
     escalate: list[ActionSpec] = Field(default_factory=list)
+    # source: security: the check this rule is (required there, refused elsewhere).
+    security: SecurityCheck | None = None
 
     @field_validator("name")
     @classmethod
@@ -216,6 +244,11 @@ class Rule(BaseModel):
             raise ValueError("a `source: kpi` rule needs a `query` (PromQL)")
         if self.source != "kpi" and (self.query is not None or self.interval is not None):
             raise ValueError("`query` and `interval` belong to `source: kpi` rules")
+        if self.source == "security" and self.security is None:
+            raise ValueError("a `source: security` rule needs `security: {id, severity, "
+                             "control, remediation}`")
+        if self.source != "security" and self.security is not None:
+            raise ValueError("`security` belongs to `source: security` rules")
         return self
 
 

@@ -6,8 +6,10 @@ neither) and when timers ran out; this module turns that into StateChanges and
 decisions. Pure, on the caller's clock.
 
 - A KPI rule (`source: kpi`) samples a level: it decides once, on entering firing, and
-  not again while firing. Any other rule decides on every matching event while firing,
-  as before (with `for`, each match decides once it has held for `for` again).
+  not again while firing. So does a security check (`source: security`): a finding is
+  one incident per (check, object) until it is fixed or accepted, not one per event.
+  Any other rule decides on every matching event while firing, as before (with `for`,
+  each match decides once it has held for `for` again).
 - A firing state clears when `clear_when` holds (hysteresis), or without it when `when`
   stops holding; `keep_firing_for` delays that, provided it keeps clearing meanwhile.
   A pending state clears as soon as `when` stops holding.
@@ -28,6 +30,9 @@ from daemon.engine.ruleset import CompiledRule
 from daemon.engine.state import Alert, MatchState, Timer
 
 Seen = Literal["holds", "clears", "neither"]
+
+# Sources whose events report a level (a sample, a posture), not an occurrence.
+LEVEL_SOURCES = frozenset({"kpi", "security"})
 
 
 class Machine:
@@ -58,7 +63,7 @@ class Machine:
                 self._fire(compiled, alert, now, event, out)
         elif alert.phase == "firing":
             alert.keep_due = None  # holding again: keep_firing_for starts over next time
-            if rule.source == "kpi":
+            if rule.source in LEVEL_SOURCES:
                 if alert.rearmed:
                     alert.rearmed = False
                     out.append(self._decide(compiled, alert, event, now))

@@ -52,6 +52,13 @@ def event_variables(event: Event, attributes: frozenset[str] | None = None) -> d
     }
 
 
+def _waived(event: Event, check_id: str) -> bool:
+    """An operator accepted this finding on this object as it is now (the posture source
+    lists it in `waived` while the object's security fields stay the accepted ones)."""
+    waived = event.attributes.get("waived")
+    return isinstance(waived, list) and check_id in waived
+
+
 class Evaluator:
     def __init__(self, ruleset: RuleSet, new_id: Callable[[], str] = _incident_id) -> None:
         self.ruleset = ruleset
@@ -106,7 +113,8 @@ class Evaluator:
             else:
                 context = shared = make_context(variables) if shared is None else shared
             alert = alerts.get(rule.name) if alerts else None
-            if self._holds(compiled, compiled.condition, context):
+            if self._holds(compiled, compiled.condition, context) and not (
+                    rule.security is not None and _waived(event, rule.security.id)):
                 if rule.occurrences is not None and not self.state.count_hit(
                         (rule.name, subject_key), now, rule.occurrences.count,
                         rule.occurrences.within):

@@ -17,7 +17,15 @@ from daemon.core.conditions import (
     required_kinds,
 )
 from daemon.core.errors import RuleError
-from daemon.core.rules import SOURCE_KINDS, ActionSpec, LoadedRule, Rule, discover, load_file
+from daemon.core.rules import (
+    SECURITY_KINDS,
+    SOURCE_KINDS,
+    ActionSpec,
+    LoadedRule,
+    Rule,
+    discover,
+    load_file,
+)
 from daemon.core.validation import describe_all
 
 
@@ -181,6 +189,11 @@ def targets_of(rule: Rule) -> tuple[str, ...]:
     """The target kinds (`docker/container`) a rule's events can be about; `src/*`: any."""
     if rule.target is not None:
         return (rule.target.kind,)
+    if rule.source == "security":  # a posture event is about a container or an object
+        checked = ((rule.match.kind,) if rule.match.kind else
+                   tuple(sorted(required_kinds(rule.when) or ())) or SECURITY_KINDS)
+        return tuple("docker/container" if kind == "container" else f"kubernetes/{kind}"
+                     for kind in checked)
     kinds = ((rule.match.kind,) if rule.match.kind else
              tuple(sorted(required_kinds(rule.when) or ())) or SOURCE_KINDS.get(rule.source))
     return tuple(f"{rule.source}/{kind}" for kind in kinds) if kinds else (f"{rule.source}/*",)
@@ -214,6 +227,7 @@ def compile_rules(
     errors: list[RuleError] = []
     compiled: list[CompiledRule] = []
     names: dict[str, str] = {}
+    check_ids: dict[str, str] = {}
     files: list[Path] = []
     for entry in paths:
         found = discover([entry])
@@ -237,6 +251,14 @@ def compile_rules(
                                         f"rule name already used in {names[rule.rule.name]}",
                                         rule.rule.name))
                 continue
+            check = rule.rule.security
+            if check is not None and check.id in check_ids:
+                errors.append(RuleError(f"{item.file}:{item.line}",
+                                        f"security.id {check.id} already used in "
+                                        f"{check_ids[check.id]}", rule.rule.name))
+                continue
+            if check is not None:
+                check_ids[check.id] = f"{item.file}:{item.line}"
             names[rule.rule.name] = f"{item.file}:{item.line}"
             compiled.append(rule)
     return RuleSet(rules=tuple(compiled), files=tuple(str(f) for f in files)), errors

@@ -20,6 +20,7 @@ from daemon.actions.guards import Guard
 from daemon.clients.http import HttpClient
 from daemon.core.decisions import Decision
 from daemon.core.events import Event
+from daemon.engine.changes import StateChange
 from daemon.engine.ruleset import RuleSet
 from daemon.settings import Settings
 from daemon.telemetry.metrics import Metrics
@@ -76,6 +77,10 @@ class BuildContext:
     # nothing executes.
     executor: Executor | None = None
     restore: Callable[[Sequence[Mapping[str, Any]]], int] | None = None
+    # What an integration built that a later one reads (the security integration taps
+    # the Docker source and the Kubernetes source): "docker.client", "docker.source",
+    # "kubernetes.source", "kubernetes.client".
+    provided: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +96,9 @@ class Plugged:
     on_rules: list[Callable[[RuleSet], None]] = field(default_factory=list)
     # Endpoints served on the daemon's HTTP server (inbound webhooks).
     routes: list[AbstractRouteDef] = field(default_factory=list)
+    # Called with every rule state change the engine reports (pending, firing, resolved):
+    # what is firing now (current security findings) is read off these.
+    on_state: list[Callable[[StateChange], None]] = field(default_factory=list)
 
 
 class Integration(ABC):
