@@ -72,6 +72,46 @@ def _parser() -> argparse.ArgumentParser:
     tail = audit_sub.add_parser("tail", help="print the newest records")
     tail.add_argument("path", type=Path)
     tail.add_argument("-n", "--limit", type=int, default=20)
+    scan = sub.add_parser("scan", help="evaluate the security checks once, against the live "
+                          "Docker and/or Kubernetes state or against manifest files")
+    scan.add_argument("paths", nargs="*", metavar="PATH", help="manifest files or directories "
+                      "(YAML, multi-document, List kinds); `-` reads stdin (kustomize "
+                      "build | remedyd scan -); none: the live state")
+    scan.add_argument("--config", type=Path, help="its [docker], [kubernetes], [rules] and "
+                      "[security] settings apply")
+    scan.add_argument("--rules", dest="rule_paths", action="extend", nargs="+", default=[],
+                      metavar="PATH", help="rule file or directory (repeatable; default: the "
+                      "`source: security` rules of [rules] paths)")
+    scan.add_argument("--docker", action="store_true", help="scan the live Docker containers")
+    scan.add_argument("--kubernetes", action="store_true",
+                      help="scan the live Kubernetes objects")
+    scan.add_argument("--format", choices=("table", "json", "sarif"), default="table")
+    scan.add_argument("-o", "--output", type=Path, metavar="FILE",
+                      help="write the report here instead of stdout")
+    scan.add_argument("--fail-on", choices=("low", "medium", "high", "critical"),
+                      default=None, help="exit 1 when a finding is at least this severe")
+    scan.add_argument("--baseline", type=Path, metavar="FILE",
+                      help="also report drift from this baseline")
+    scan.add_argument("--write-baseline", type=Path, metavar="FILE",
+                      help="write the scanned objects' security fields as the approved "
+                      "baseline ([security] baseline reads it)")
+    security = sub.add_parser("security", help="the running daemon's security findings and "
+                              "baseline")
+    security_sub = security.add_subparsers(dest="security_command", required=True)
+    findings = security_sub.add_parser("findings", help="list the current findings")
+    accept = security_sub.add_parser("accept", help="accept an object's current security "
+                                     "state into the baseline (ends its drift finding) or, "
+                                     "with --check, accept those findings on it as they are")
+    accept.add_argument("object", metavar="OBJECT", help="docker/container/NAME or "
+                        "kubernetes/KIND/[NAMESPACE/]NAME, as findings name it")
+    accept.add_argument("--check", dest="checks", action="append", default=[],
+                        metavar="ID", help="a check id to accept on it (repeatable)")
+    accept.add_argument("--reason", default="", help="why (kept in the audit log)")
+    accept.add_argument("--by", default="", help="who accepts (default: $USER)")
+    for command in (findings, accept):
+        command.add_argument("--config", type=Path, help="its [server] listen and api_token")
+        command.add_argument("--url", help="the daemon's HTTP address (default: from "
+                             "[server] listen)")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -96,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return replay(args.rule_paths, args.config, args.audit, args.events or [],
                       sys.stdout, sys.stderr, args.verbose)
+    if args.command == "scan":
+        from daemon.security.scan_cli import main as scan
+
+        return scan(args, sys.stdout, sys.stderr)
+    if args.command == "security":
+        from daemon.security.client_cli import main as security
+
+        return security(args, sys.stdout, sys.stderr)
     return _run(args)
 
 
