@@ -97,6 +97,12 @@ def write_checkpoint(
         body["time"] = time  # the record's own time, to tell the operator how old it is
     data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
     # One writer per log (it holds the log's flock), so a fixed temporary name is safe.
+    replace_file(path, data, fsync=fsync)
+
+
+def replace_file(path: Path, data: bytes, *, fsync: bool) -> None:
+    """Write `data` to `path.tmp` (fsync'd when asked) and rename it over `path`;
+    raises OSError, leaving no temporary file behind. The caller is the one writer."""
     temp = Path(f"{path}.tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
