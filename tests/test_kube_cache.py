@@ -227,3 +227,57 @@ def test_listed_items_get_the_kind_and_api_version_of_their_list() -> None:
     cached = cache.get("Deployment", raw["metadata"]["namespace"], raw["metadata"]["name"])
     assert cached is not None and (cached["kind"], cached["apiVersion"]) == (
         "Deployment", "apps/v1")
+
+
+# -- what the security checks read of a Pod ----------------------------------------------------
+
+def exposed_pod() -> dict[str, Any]:
+    """The fixture Pod with a host port, literal and referenced secrets in env, an
+    ephemeral container (kubectl debug) and the token automount switched on."""
+    pod = load("pod")
+    app = pod["spec"]["containers"][0]
+    app["ports"] = [{"containerPort": 8080, "name": "http", "protocol": "TCP"},
+                    {"containerPort": 9090, "hostPort": 9090, "name": "metrics",
+                     "protocol": "TCP"}]
+    app["env"] = [{"name": "LOG_LEVEL", "value": "info"},
+                  {"name": "DB_PASSWORD", "value": "hunter2"},
+                  {"name": "api_Key", "value": "sk-live-0123"},
+                  {"name": "SESSION_SECRET",
+                   "valueFrom": {"secretKeyRef": {"name": "app", "key": "session"}}}]
+    pod["spec"]["ephemeralContainers"] = [{
+        "name": "debugger-x7k2p", "image": "busybox:1.36", "stdin": True, "tty": True,
+        "targetContainerName": "app", "terminationMessagePolicy": "File",
+        "securityContext": {"privileged": True},
+        "env": [{"name": "TOKEN", "value": "abc"}]}]
+    pod["spec"]["automountServiceAccountToken"] = True
+    return pod
+
+
+def test_a_pod_keeps_host_ports_secret_looking_env_names_and_ephemeral_containers() -> None:
+    trimmed = trim(exposed_pod())
+    spec = trimmed["spec"]
+    app = spec["containers"][0]
+    assert app["ports"] == [{"containerPort": 9090, "hostPort": 9090, "protocol": "TCP"}]
+    assert app["env"] == [{"name": "DB_PASSWORD", "value": ""}, {"name": "api_Key", "value": ""}]
+    assert spec["ephemeralContainers"] == [{
+        "name": "debugger-x7k2p", "image": "busybox:1.36",
+        "securityContext": {"privileged": True}, "env": [{"name": "TOKEN", "value": ""}]}]
+    assert spec["automountServiceAccountToken"] is True
+
+
+def test_no_secret_value_is_cached() -> None:
+    cache = Cache()
+    cache.replace("Pod", [exposed_pod()])
+    text = json.dumps(list(cache.objects("Pod")))
+    for secret in ("hunter2", "sk-live-0123", '"abc"', "info"):
+        assert secret not in text
+
+
+def test_a_pod_without_host_ports_or_secrets_in_env_does_not_grow() -> None:
+    pod = load("pod")
+    assert all("hostPort" not in p for c in pod["spec"]["containers"]
+               for p in c.get("ports", ()))
+    trimmed = trim(pod)
+    for container in trimmed["spec"]["containers"]:
+        assert set(container) <= {"name", "image", "securityContext"}
+    assert "ephemeralContainers" not in trimmed["spec"]

@@ -190,3 +190,45 @@ def test_anything_but_a_plain_event_of_the_watched_kind_takes_the_old_path(
     pods = decoder("Pod")
     assert pods is not None
     assert pods(raw) is None
+
+
+def test_a_pods_host_ports_and_secret_env_names_cache_what_trimming_caches() -> None:
+    from tests.test_kube_cache import exposed_pod
+
+    pod = exposed_pod()
+    pair = Pair()
+    got = pair.apply(pod, "ADDED")
+    assert got is not None and got.new is not None
+    assert got.new["spec"]["containers"][0]["env"] == [
+        {"name": "DB_PASSWORD", "value": ""}, {"name": "api_Key", "value": ""}]
+    # The secret moves to valueFrom; the host port goes: both leave the cache.
+    fixed = bump(pod, 900_001)
+    app = fixed["spec"]["containers"][0]
+    app["ports"] = app["ports"][:1]
+    app["env"] = [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {
+        "name": "db", "key": "password"}}}]
+    got = pair.apply(fixed)
+    assert got is not None and got.new is not None
+    assert set(got.new["spec"]["containers"][0]) == {"name", "image", "securityContext"}
+    pair.apply(bump(pod, 900_002))
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c.update(env={"name": "PASSWORD", "value": "x"}),
+    lambda c: c.update(env=[{"name": 7, "value": "x"}, "PASSWORD=x", None]),
+    lambda c: c.update(env=[{"name": "PASSWORD", "value": None}]),
+    lambda c: c.update(ports=[{"hostPort": 0}, {"hostPort": False}, {"hostPort": "80"}]),
+    lambda c: c.update(ports=[[{"hostPort": 80}]]),
+    lambda c: c.update(ports=None, env=[]),
+])
+def test_odd_env_and_ports_cache_what_trimming_caches(mutate: Any) -> None:
+    from tests.test_kube_cache import exposed_pod
+
+    pod = exposed_pod()
+    pair = Pair()
+    pair.apply(pod, "ADDED")
+    odd = bump(pod, 900_001)
+    mutate(odd["spec"]["containers"][0])
+    got = pair.apply(odd)
+    assert got is not None and got.new is not None
+    assert "x" not in json.dumps(got.new["spec"]["containers"][0].get("env"))

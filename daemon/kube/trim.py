@@ -13,14 +13,56 @@ only within one document.
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import msgspec
 
 # A field spec: None keeps the value whole; a dict keeps only those keys of a mapping
-# (of every mapping, for a list of them), each by its own spec.
-Spec: TypeAlias = "dict[str, Spec] | None"
+# (of every mapping, for a list of them), each by its own spec; an Only keeps some items
+# of a list.
+Spec: TypeAlias = "dict[str, Spec] | Only | None"
+
+
+class _Drop:
+    """What an Only makes of a list it keeps nothing of: the key goes too, so an object
+    without what it looks for costs nothing more than before."""
+
+
+DROP: Any = _Drop()
+
+
+@dataclass(frozen=True, slots=True)
+class Only:
+    """The items of a list of mappings that `keep` accepts, each as `fix` makes it, then
+    picked by `spec`. `keep` and `fix` read only the keys of `spec`: the watch decoder
+    applies them to items it decoded with those keys alone."""
+
+    spec: dict[str, Spec]
+    keep: Callable[[dict[str, Any]], bool]
+    fix: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def pick(self, value: Any) -> Any:
+        """What trim() keeps of `value` (raw): the items, picked; DROP for none."""
+        if type(value) is not list:
+            return DROP
+        fix, keep, spec = self.fix, self.keep, self.spec
+        out = [pick(item if fix is None else fix(item), spec) for item in value
+               if type(item) is dict and keep(item)]
+        return out if out else DROP
+
+    def refine(self, value: Any) -> Any:
+        """The same of `value` whose items have the keys of `spec` only already (the
+        watch decoder's), not interned yet."""
+        if type(value) is not list:
+            return DROP
+        fix, keep = self.fix, self.keep
+        out = [item if fix is None else fix(item) for item in value
+               if type(item) is dict and keep(item)]
+        return out if out else DROP
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -31,7 +73,32 @@ METADATA: dict[str, Spec] = {
 }
 _CONDITIONS: Spec = {"type": None, "status": None, "reason": None, "message": None,
                      "lastTransitionTime": None}
-_CONTAINER: Spec = {"name": None, "image": None, "securityContext": None}
+# What the security checks read of a container besides its securityContext: a host port
+# (PSS baseline) and the names of env variables that look like secrets given as literal
+# values (CIS 5.4.1). Neither is kept otherwise: a Pod without them does not grow, and a
+# literal value is replaced by "", so no secret sits in the cache, the audit log or a
+# drift diff.
+_SECRETISH = re.compile(r"password|secret|token|key", re.IGNORECASE)
+
+
+def _host_port(port: dict[str, Any]) -> bool:
+    return port.get("hostPort") not in (None, 0)
+
+
+def _literal_secret(env: dict[str, Any]) -> bool:
+    name = env.get("name")
+    return "value" in env and type(name) is str and _SECRETISH.search(name) is not None
+
+
+def _redacted(env: dict[str, Any]) -> dict[str, Any]:
+    return {"name": env["name"], "value": ""}
+
+
+_CONTAINER: Spec = {
+    "name": None, "image": None, "securityContext": None,
+    "ports": Only({"containerPort": None, "hostPort": None, "protocol": None}, _host_port),
+    "env": Only({"name": None, "value": None}, _literal_secret, _redacted),
+}
 _CONTAINER_STATUS: Spec = {"name": None, "image": None, "containerID": None,
                            "restartCount": None, "state": None, "lastState": None,
                            "ready": None, "started": None}
@@ -59,8 +126,10 @@ SPECS: dict[str, dict[str, Spec]] = {
         "spec": {
             "nodeName": None, "hostNetwork": None, "hostPID": None, "hostIPC": None,
             "restartPolicy": None, "serviceAccountName": None, "priorityClassName": None,
+            "automountServiceAccountToken": None, "hostUsers": None,
             "securityContext": None,
             "containers": _CONTAINER, "initContainers": _CONTAINER,
+            "ephemeralContainers": _CONTAINER,
             "volumes": {"name": None, "hostPath": None},
         },
         "status": {
@@ -135,13 +204,45 @@ def pick(value: Any, spec: Spec) -> Any:
     """The parts of `value` that `spec` keeps, interned."""
     if spec is None:
         return _whole(value)
+    if isinstance(spec, Only):
+        return spec.pick(value)
     if type(value) is dict:
         # The spec's keys are interned already (literals).
-        return {k: _whole(value[k]) if sub is None else pick(value[k], sub)
-                for k, sub in spec.items() if k in value}
+        out = {k: _whole(value[k]) if sub is None else pick(value[k], sub)
+               for k, sub in spec.items() if k in value}
+        if id(spec) in _FILTERING:
+            for key in [k for k, v in out.items() if v is DROP]:
+                del out[key]
+        return out
     if type(value) is list:
         return [pick(item, spec) for item in value]
     return _whole(value)
+
+
+def refine(value: Any, spec: Spec) -> Any:
+    """`value`, decoded with the keys `spec` picks only (the watch decoder's Structs),
+    with the Only filters of `spec` applied too, as pick() applies them; changed in
+    place (the caller's own fresh copy)."""
+    if isinstance(spec, Only):
+        return spec.refine(value)
+    if not isinstance(spec, dict) or not filters(spec):
+        return value
+    if type(value) is list:
+        return [refine(item, spec) for item in value]
+    if type(value) is dict:
+        for key, sub in spec.items():
+            if key in value and filters(sub):
+                kept = refine(value[key], sub)
+                if kept is DROP:
+                    del value[key]
+                else:
+                    value[key] = kept
+    return value
+
+
+def filters(spec: Spec) -> bool:
+    """Whether `spec` drops list items somewhere (an Only in it)."""
+    return type(spec) is Only or (type(spec) is dict and id(spec) in _FILTERS)
 
 
 def _whole(value: Any) -> Any:
@@ -206,3 +307,26 @@ def _same(new: Any, old: Any) -> bool:
 
 _MISSING = object()
 _encode = msgspec.json.encode
+
+
+def _walk(spec: Spec, found: set[int], direct: set[int]) -> bool:
+    if isinstance(spec, Only):
+        _walk(spec.spec, found, direct)
+        return True
+    if spec is None:
+        return False
+    inner = [_walk(sub, found, direct) for sub in spec.values()]
+    if any(type(sub) is Only for sub in spec.values()):
+        direct.add(id(spec))
+    if any(inner):
+        found.add(id(spec))
+        return True
+    return False
+
+
+# The ids of the dict specs with an Only somewhere below (refine() walks only those) and
+# of those with one as a direct child (pick() drops their DROP keys).
+_FILTERS: set[int] = set()
+_FILTERING: set[int] = set()
+for _spec in SPECS.values():
+    _walk(_spec, _FILTERS, _FILTERING)

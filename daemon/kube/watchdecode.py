@@ -31,7 +31,17 @@ from typing import Any
 
 import msgspec
 
-from daemon.kube.trim import LAST_APPLIED, METADATA, SPECS, Spec, pick, share
+from daemon.kube.trim import (
+    LAST_APPLIED,
+    METADATA,
+    SPECS,
+    Only,
+    Spec,
+    filters,
+    pick,
+    refine,
+    share,
+)
 
 UNSET = msgspec.UNSET
 _WATCH_TYPES = ("ADDED", "MODIFIED", "DELETED")
@@ -91,6 +101,8 @@ class _Parts:
         self.layout = tuple((key, self.keys.index(key) if key in self.keys else -1)
                             for key in spec)
         self._specs = tuple(spec[key] for key in self.keys)
+        # The parts some of whose list items trim() drops (a Pod's spec: env, ports).
+        self._filtered = tuple(filters(sub) for sub in self._specs)
         self._decoders = tuple(msgspec.json.Decoder(_type(f"{kind}_{key}", spec[key])).decode
                                for key in self.keys)
 
@@ -101,6 +113,8 @@ class _Parts:
             # Not the shape the Structs take (a list of lists, a number for a mapping):
             # trim() decides what of it to keep, as for any object it trims.
             return pick(_generic(raw), self._specs[i])
+        if self._filtered[i]:
+            value = refine(value, self._specs[i])
         return share(value, before)
 
 
@@ -157,7 +171,8 @@ def _type(name: str, spec: Spec) -> Any:
     mapping of the picked keys (or a list of them) otherwise."""
     if spec is None:
         return Any
-    sub = _struct(name, {key: _field(f"{name}_{key}", s) for key, s in spec.items()})
+    keys = spec.spec if isinstance(spec, Only) else spec
+    sub = _struct(name, {key: _field(f"{name}_{key}", s) for key, s in keys.items()})
     return sub | list[sub] | None  # type: ignore[valid-type]
 
 
