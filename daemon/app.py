@@ -20,6 +20,7 @@ from daemon.actions.executor import REMEMBERED, Executor, ExecutorSettings
 from daemon.actions.flapping import FlappingGuard
 from daemon.actions.ladder import Ladder
 from daemon.actions.params import ACTIONS, CATALOG
+from daemon.actions.scope import ScopeGuard
 from daemon.actions.verify import PromQuery
 from daemon.audit import open_intents
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
@@ -37,6 +38,7 @@ from daemon.integrations.registry import INTEGRATIONS, available
 from daemon.security.params import apply_params
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
+from daemon.systemd import Systemd
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd")
@@ -95,6 +97,8 @@ class Daemon:
         self.executor.insert_guard(FlappingGuard(), before="superseded")
         self.state_hooks: list[Callable[[StateChange], None]] = []
         self._plug_integrations()
+        if False and settings.docker.scope == "labelled":  # before dry_run: say so even in a dry run
+            self.executor.insert_guard(ScopeGuard(), before="dry_run")
         # Ladders: a verification hears the rule's state resolving and the subject's events.
         self.ladder = Ladder(self.executor, prometheus=self._verify_prometheus(),
                              notify_url=settings.notify.webhook_url)
@@ -109,6 +113,7 @@ class Daemon:
         self.draining = False
         self._announced = False
         self.exit_code = 0
+        self.systemd = Systemd(os.environ)
 
     def _verify_prometheus(self) -> PromQuery | None:
         """Where `verify.query` asks (None: [prometheus] url unset, such a verification is
@@ -314,12 +319,16 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        # Pinging from the start: a start that wedges the loop is restarted too.
+        self.systemd.start_watchdog()
         try:
             await self.start()
+            self.systemd.announce_when_ready(self.readiness)
             await self._stop.wait()
             log.info("stopping")
         finally:
             await self.shutdown()
+            await self.systemd.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return self.exit_code
@@ -334,6 +343,7 @@ class Daemon:
             asyncio.get_running_loop().call_later(FORCED_EXIT_AFTER, os._exit, 128 + 15)
             return
         self.draining = True
+        self.systemd.stopping()
         self._stop.set()
 
     def _fatal(self, task: str) -> None:
@@ -342,7 +352,10 @@ class Daemon:
 
     def _on_sighup(self) -> None:
         log.info("SIGHUP: reloading rules")
-        self.load_rules()
+        self.systemd.reloading()
+        loaded = self.load_rules()
+        self.systemd.reloaded(f"reloaded: {len(self.ruleset.rules)} rules" if loaded else
+                              f"reload failed, kept {len(self.ruleset.rules)} rules")
 
     async def start(self) -> None:
         # Bind first: a taken port is a configuration error, and nothing is audited as

@@ -73,8 +73,9 @@ class DaemonProcess:
     def __init__(self, workdir: Path, rules: str | None = None, *,
                  docker_url: str | None = None, webhook_url: str | None = None,
                  extra: dict[str, dict[str, Any]] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.env = env or {}
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.rules_dir = workdir / "rules"
@@ -84,8 +85,9 @@ class DaemonProcess:
         self.audit_path = workdir / "audit.jsonl"
         groups: dict[str, dict[str, Any]] = {
             "server": {"listen": f"127.0.0.1:{self.port}"},
+            # Every container in reach: a test about [docker] scope says "labelled".
             "docker": {"enabled": docker_url is not None, "url": docker_url,
-                       "reconcile_interval": "2s"},
+                       "reconcile_interval": "2s", "scope": "all"},
             "audit": {"path": str(self.audit_path)},
             "rules": {"paths": [str(self.rules_dir)]},
             "notify": {"webhook_url": webhook_url},
@@ -105,6 +107,7 @@ class DaemonProcess:
     def start(self, wait_ready: bool = True, timeout: float = 30) -> DaemonProcess:
         env = dict(os.environ)
         env.pop("DOCKER_HOST", None)  # the config names the engine explicitly
+        env.update(self.env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "run", "--config", str(self.config), *self.args],
