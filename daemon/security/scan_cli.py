@@ -1,11 +1,283 @@
-"""`remedyd scan`: one-shot evaluation of the security checks."""
+"""`remedyd scan`: one-shot evaluation of the security checks against manifest files or
+the live Docker and Kubernetes state, with the same rules, views and evaluator as the
+daemon. Exit 0: nothing at or above --fail-on; 1: something is; 2: usage or input
+errors (nothing could be read, bad rules or configuration)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon.core.events import Event, JSONValue
+from daemon.core.rules import Rule
+from daemon.engine.ruleset import RuleSet
+from daemon.security.events import baseline_key, posture_event, subject_of, view_of
+from daemon.security.findings import Finding, at_least, evaluate
+from daemon.settings import Settings
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class ScanError(Exception):
+    """Nothing could be scanned; the message says why."""
+
+
+@dataclass(slots=True)
+class Scanned:
+    """One object to evaluate: its platform, content, view and where it was read."""
+
+    platform: str
+    obj: dict[str, Any]
+    view: dict[str, JSONValue]
+    origin: str
+    file: str = ""
+    line: int = 0
 
 
 def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    err.write("remedyd: not built yet\n")
-    return 2
+    try:
+        return _scan(args, out, err)
+    except ScanError as exc:
+        for line in str(exc).splitlines():
+            err.write(f"remedyd scan: {line}\n")
+        return EXIT_ERROR
+
+
+def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    settings = _settings(args.config)
+    ruleset = security_rules(args.rule_paths or settings.rules.paths, settings)
+    # Input problems (message, file, line): SARIF reports them as tool notifications.
+    notices: list[tuple[str, str, int]] = []
+    scanned = _manifests(args.paths, err, notices) if args.paths else []
+    scanned.extend(_live(args, settings, err))
+    if args.baseline is not None or args.write_baseline is not None:
+        drift = _baseline(scanned, args.baseline, args.write_baseline, err)
+    else:
+        drift = {}
+    findings = run_checks(ruleset, scanned, drift)
+    rules = [compiled.rule for compiled in ruleset.rules]
+    text = render(args.format, findings, rules, len(scanned), notices)
+    if args.output is not None:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ScanError(f"cannot write {args.output}: {exc}") from None
+        from daemon.security.report import summary_line
+
+        err.write(f"remedyd scan: {summary_line(findings, len(scanned))}, "
+                  f"written to {args.output}\n")
+    else:
+        out.write(text)
+    floor = args.fail_on
+    if floor is not None and any(at_least(f.severity, floor) for f in findings):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _settings(path: Path | None) -> Settings:
+    from daemon.core.errors import ConfigError
+    from daemon.settings import load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        raise ScanError("\n".join(f"config error: {line}"
+                                  for line in str(exc).splitlines())) from None
+
+
+def security_rules(paths: Sequence[str | Path], settings: Settings) -> RuleSet:
+    """The `source: security` rules under `paths`, with `[security] params` applied."""
+    from daemon.actions.params import ACTIONS
+    from daemon.engine.ruleset import compile_rules
+    from daemon.security.params import apply_params
+
+    ruleset, errors = compile_rules(paths, ACTIONS)
+    # A check that failed to load would pass silently in CI: no partial scan.
+    if errors:
+        raise ScanError("\n".join(str(error) for error in errors))
+    checks = tuple(c for c in ruleset.rules if c.rule.source == "security")
+    if not checks:
+        raise ScanError(f"no `source: security` rules in {', '.join(map(str, paths))}")
+    ruleset, errors = apply_params(RuleSet(rules=checks, files=ruleset.files),
+                                   settings.security.params)
+    if errors:
+        raise ScanError("\n".join(str(error) for error in errors))
+    return ruleset
+
+
+def _manifests(paths: Sequence[str], err: TextIO,
+               notices: list[tuple[str, str, int]]) -> list[Scanned]:
+    from daemon.security.manifests import load_manifests
+
+    loaded = load_manifests(paths, sys.stdin)
+    for problem in loaded.problems:
+        err.write(f"remedyd scan: {problem}\n")
+        notices.append((problem.message, problem.file, problem.line))
+    if loaded.unchecked:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(loaded.unchecked.items()))
+        err.write(f"remedyd scan: not checked (no check reads these kinds): {kinds}\n")
+    if not loaded.read_any:
+        raise ScanError(f"nothing could be read from {' '.join(paths)}")
+    policies = Counter(_namespace(m.obj) for m in loaded.objects
+                       if m.kind == "NetworkPolicy")
+    scanned = []
+    for manifest in loaded.objects:
+        view = view_of("kubernetes", manifest.obj)
+        if manifest.kind == "Namespace":
+            # Only what is scanned is known: a Namespace with no NetworkPolicy in the
+            # set has none as far as this scan can tell.
+            view["networkPolicies"] = policies[_name(manifest.obj)]
+        scanned.append(Scanned("kubernetes", manifest.obj, view, "manifest",
+                               manifest.file, manifest.line))
+    return scanned
+
+
+def _live(args: argparse.Namespace, settings: Settings, err: TextIO) -> list[Scanned]:
+    from daemon.security.live import LiveState, Unreachable, docker_state, kube_state
+
+    docker, kube = bool(args.docker), bool(args.kubernetes)
+    auto = not args.paths and not docker and not kube
+    if auto:
+        docker, kube = settings.docker.is_enabled(), settings.kubernetes.is_enabled()
+        if not docker and not kube:
+            raise ScanError("nothing to scan: no PATH, no --docker or --kubernetes, and "
+                            "the configuration turns on neither [docker] (no DOCKER_HOST, "
+                            "no /var/run/docker.sock) nor [kubernetes] (no in-cluster "
+                            "service account, no KUBECONFIG, no ~/.kube/config)")
+    if not docker and not kube:
+        return []
+
+    async def gather() -> list[LiveState | Unreachable]:
+        tasks = []
+        if docker:
+            tasks.append(docker_state(settings.docker))
+        if kube:
+            tasks.append(kube_state(settings.kubernetes))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Unreachable):
+                raise result
+        return [r for r in results if isinstance(r, (LiveState, Unreachable))]
+
+    results = asyncio.run(gather())
+    failed = [str(r) for r in results if isinstance(r, Unreachable)]
+    states = [r for r in results if isinstance(r, LiveState)]
+    # Asked for explicitly, a platform that cannot be read fails the scan (CI would pass
+    # on nothing); found by "auto", it fails it only when no platform could be read.
+    if failed and (not auto or not states):
+        raise ScanError("\n".join(["cannot read the live state:", *failed]))
+    for message in failed:
+        err.write(f"remedyd scan: skipped: {message}\n")
+    scanned: list[Scanned] = []
+    for state in states:
+        for warning in state.warnings:
+            err.write(f"remedyd scan: {warning}\n")
+        for obj in state.objects:
+            view = view_of(state.platform, obj)
+            if state.network_policies is not None and obj.get("kind") == "Namespace":
+                view["networkPolicies"] = state.network_policies[_name(obj)]
+            scanned.append(Scanned(state.platform, obj, view, "scan"))
+    return scanned
+
+
+def _baseline(scanned: list[Scanned], read: Path | None, write: Path | None,
+              err: TextIO) -> dict[int, tuple[list[dict[str, JSONValue]], str, list[str]]]:
+    """Drift per scanned object (by position): (diff, baseline state, waived checks)
+    against `read`; and the scanned objects' fields written to `write`."""
+    from daemon.security.baseline import BaselineError, load_baseline, write_baseline
+    from daemon.security.fields import diff, fingerprint, flatten
+
+    fields = [flatten(item.view) for item in scanned]
+    keys = [baseline_key(subject_of(item.platform, item.obj)) for item in scanned]
+    found: dict[int, tuple[list[dict[str, JSONValue]], str, list[str]]] = {}
+    if read is not None:
+        if not read.exists():
+            raise ScanError(f"{read}: no such baseline file")
+        try:
+            baseline = load_baseline(read)
+        except BaselineError as exc:
+            raise ScanError(str(exc)) from None
+        for index, (key, flat) in enumerate(zip(keys, fields, strict=True)):
+            entry = baseline.get(key)
+            if entry is None:
+                found[index] = ([], "none", [])
+                continue
+            changes = diff(entry.fields, flat)
+            mark = fingerprint(flat)
+            waived = [check for check, waiver in baseline.waivers_of(key).items()
+                      if waiver.fingerprint == mark]
+            found[index] = (changes, "drifted" if changes else "same", waived)
+    if write is not None:
+        entries: dict[str, dict[str, JSONValue]] = {}
+        where: dict[str, list[str]] = {}
+        for item, key, flat in zip(scanned, keys, fields, strict=True):
+            entries[key] = flat
+            where.setdefault(key, []).append(f"{item.file}:{item.line}" if item.file
+                                             else item.platform)
+        for key, places in where.items():
+            if len(places) > 1:
+                err.write(f"remedyd scan: {key} is in {len(places)} places "
+                          f"({', '.join(places)}); the baseline keeps the last\n")
+        try:
+            count = write_baseline(write, entries)
+        except OSError as exc:
+            raise ScanError(f"cannot write the baseline {write}: {exc}") from None
+        err.write(f"remedyd scan: wrote the baseline of {count} object(s) to {write}\n")
+    return found
+
+
+def run_checks(ruleset: RuleSet, scanned: Sequence[Scanned],
+               drift: dict[int, tuple[list[dict[str, JSONValue]], str, list[str]]] | None = None,
+               ) -> list[Finding]:
+    """Every finding on `scanned`. The evaluator decides once per (check, subject): an
+    object whose subject repeats (the same Deployment in two overlays, no uid) goes into
+    a later round, so each copy is checked and located on its own."""
+    now = time.time()
+    rounds: list[tuple[list[Event], dict[str, tuple[str, int]]]] = []
+    placed: dict[str, int] = {}
+    for index, item in enumerate(scanned):
+        changes, state, waived = (drift or {}).get(index, ([], "none", []))
+        event = posture_event(item.platform, item.obj, origin=item.origin, view=item.view,
+                              drift=changes, baseline=state, waived=waived, now=now,
+                              event_id=f"scan:{index}")
+        key = event.subject.key
+        round_ = placed.get(key, -1) + 1
+        placed[key] = round_
+        if round_ == len(rounds):
+            rounds.append(([], {}))
+        events, locations = rounds[round_]
+        events.append(event)
+        if item.file:
+            locations[key] = (item.file, item.line)
+    findings: list[Finding] = []
+    for events, locations in rounds:
+        findings.extend(evaluate(ruleset, events, locations))
+    return findings
+
+
+def render(fmt: str, findings: Sequence[Finding], rules: Sequence[Rule], objects: int,
+           notices: Sequence[tuple[str, str, int]] = ()) -> str:
+    from daemon.security import report
+
+    if fmt == "json":
+        return report.as_json(findings, objects)
+    if fmt == "sarif":
+        from daemon.security.sarif import sarif
+
+        return sarif(findings, rules, notices)
+    return report.table(findings, objects)
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _namespace(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or "")

@@ -1,0 +1,264 @@
+"""Manifest files as `remedyd scan` reads them: files and directories (*.yaml, *.yml,
+*.json), `-` for stdin, multi-document YAML, `kind: List` and any `*List` with `items`.
+
+Each object keeps its file and the 1-based line its document (or List item) starts on,
+from the composed YAML nodes' start marks, so a finding points at the object. A document
+that cannot be read is a Problem naming the file and line; the others are still read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from daemon.core.rules import SECURITY_KINDS
+
+SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+# libyaml's parser when the wheel has it (it does on every platform with a wheel); the
+# constructor is Python either way, the parser is what the C one makes 5-10x faster.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Where a document starts: `---` at the start of a line (alone or before content), and
+# where one ends (`...`). Used only to re-read a stream document by document after a
+# syntax error, so that one bad document costs only itself.
+_DOCUMENT_START = re.compile(r"^---(?:[ \t]|$)")
+_DOCUMENT_END = re.compile(r"^\.\.\.[ \t]*$")
+
+# Built-in API groups: a kind of these groups that is neither checked nor listed below is
+# a typo or a kind of a version remedyd does not know, worth an error; a kind of any
+# other group is a custom resource, which no check reads.
+_BUILTIN_GROUPS = frozenset({
+    "", "apps", "batch", "networking.k8s.io", "rbac.authorization.k8s.io", "policy",
+    "autoscaling", "storage.k8s.io", "apiextensions.k8s.io", "admissionregistration.k8s.io",
+    "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io", "scheduling.k8s.io",
+    "node.k8s.io", "certificates.k8s.io", "flowcontrol.apiserver.k8s.io",
+    "apiregistration.k8s.io", "resource.k8s.io", "authentication.k8s.io",
+    "authorization.k8s.io", "kustomize.config.k8s.io"})
+# Built-in kinds no check reads: skipped, counted, not an error.
+_UNCHECKED_KINDS = frozenset({
+    "Service", "ConfigMap", "Secret", "Endpoints", "EndpointSlice", "Ingress",
+    "IngressClass", "PersistentVolume", "PersistentVolumeClaim", "StorageClass",
+    "PodDisruptionBudget", "HorizontalPodAutoscaler", "LimitRange", "ResourceQuota",
+    "PriorityClass", "RuntimeClass", "Lease", "Event", "Node", "PodTemplate",
+    "CustomResourceDefinition", "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "APIService", "CSIDriver", "CSINode",
+    "VolumeAttachment", "CertificateSigningRequest", "FlowSchema",
+    "PriorityLevelConfiguration", "ControllerRevision", "Binding", "ComponentStatus",
+    "ReplicationController", "ServiceCIDR", "IPAddress", "Kustomization", "Component"})
+# The kinds the checks read, as manifests spell them (`container` is Docker's).
+CHECKED_KINDS = frozenset(kind for kind in SECURITY_KINDS if kind != "container")
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    obj: dict[str, Any]
+    file: str
+    line: int
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else (
+            f"{self.file}: {self.message}")
+
+
+@dataclass(slots=True)
+class Loaded:
+    objects: list[Manifest] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    # Objects of kinds no check reads (Service, ConfigMap, custom resources), by kind.
+    unchecked: Counter[str] = field(default_factory=Counter)
+    files: int = 0
+
+    @property
+    def read_any(self) -> bool:
+        """Whether anything could be read: an object, or a document of an unchecked kind."""
+        return bool(self.objects or self.unchecked)
+
+
+def load_manifests(paths: Sequence[str], stdin: TextIO | None = None) -> Loaded:
+    """Every object in `paths`, in path order, then file order within a directory."""
+    loaded = Loaded()
+    for entry in paths:
+        if entry == STDIN:
+            text = stdin.read() if stdin is not None else ""
+            loaded.files += 1
+            _load_text(text, STDIN_NAME, json_file=False, into=loaded)
+            continue
+        for path in _files(entry, loaded):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                loaded.problems.append(Problem(str(path), 0, f"cannot read: {exc}"))
+                continue
+            loaded.files += 1
+            _load_text(text, str(path), json_file=path.suffix == ".json", into=loaded)
+    return loaded
+
+
+def _files(entry: str, loaded: Loaded) -> Iterator[Path]:
+    path = Path(entry)
+    if path.is_dir():
+        found: list[Path] = []
+        for root, dirs, names in os.walk(path):
+            # Hidden directories (.git, editors' state) hold no manifests to apply.
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found.extend(Path(root, name) for name in sorted(names)
+                         if name.endswith(SUFFIXES) and not name.startswith("."))
+        if not found:
+            loaded.problems.append(Problem(entry, 0, "no manifest files (*.yaml, *.yml, "
+                                                     "*.json) in this directory"))
+        yield from found
+    elif path.exists():
+        yield path
+    else:
+        loaded.problems.append(Problem(entry, 0, "no such file or directory"))
+
+
+def _load_text(text: str, file: str, *, json_file: bool, into: Loaded) -> None:
+    try:
+        taken = list(_compose_all(text))
+    except yaml.YAMLError:
+        if json_file:
+            # Valid JSON that YAML 1.1 refuses (rare escapes): no line numbers, but read.
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                into.problems.append(Problem(file, getattr(exc, "lineno", 0),
+                                             f"not valid JSON: {exc}"))
+                return
+            _take(data, None, file, 1, into)
+            return
+        _load_by_document(text, file, into)
+        return
+    for data, node in taken:
+        _take(data, node, file, node.start_mark.line + 1, into)
+
+
+def _load_by_document(text: str, file: str, into: Loaded) -> None:
+    """After a syntax error: each document on its own, the bad ones reported and skipped."""
+    for offset, segment in _segments(text):
+        try:
+            documents = list(_compose_all(segment))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            line = offset + (mark.line + 1 if mark is not None else 1)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            into.problems.append(Problem(file, line, f"YAML error: {problem}; document "
+                                                     "skipped"))
+            continue
+        for data, node in documents:
+            _take(data, node, file, offset + node.start_mark.line + 1, into)
+
+
+def _segments(text: str) -> Iterator[tuple[int, str]]:
+    """(line offset, text) of each document of a stream, split at its markers."""
+    lines = text.splitlines(keepends=True)
+    start = 0
+    for number, line in enumerate(lines):
+        if _DOCUMENT_START.match(line) and number > start:
+            yield start, "".join(lines[start:number])
+            start = number
+        elif _DOCUMENT_END.match(line):
+            yield start, "".join(lines[start:number])
+            start = number + 1
+    if start < len(lines):
+        yield start, "".join(lines[start:])
+
+
+def _compose_all(text: str) -> Iterator[tuple[Any, yaml.Node]]:
+    """(data, node) of each non-empty document; the node gives the lines."""
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            yield loader.construct_document(node), node
+    finally:
+        loader.dispose()
+
+
+def _take(data: Any, node: yaml.Node | None, file: str, line: int, into: Loaded) -> None:
+    if data is None:
+        return  # an empty document (a trailing `---`), as kubectl takes it
+    if not isinstance(data, dict):
+        into.problems.append(Problem(file, line, f"not an object but a "
+                                                 f"{_yaml_type(data)}; skipped"))
+        return
+    kind, api_version = data.get("kind"), data.get("apiVersion")
+    if not isinstance(kind, str) or not kind or not isinstance(api_version, str):
+        into.problems.append(Problem(file, line, _not_an_object(data)))
+        return
+    items = data.get("items")
+    if kind.endswith("List") and isinstance(items, list):
+        item_nodes = _items_nodes(node)
+        for index, item in enumerate(items):
+            item_line = (item_nodes[index].start_mark.line + 1
+                         if item_nodes is not None and index < len(item_nodes) else line)
+            # An item of a List may leave kind/apiVersion out only where the List says
+            # them (a typed PodList); kubectl's List has them on every item.
+            if isinstance(item, dict) and "kind" not in item and kind != "List":
+                item = {"kind": kind[:-len("List")], "apiVersion": api_version, **item}
+            _take(item, item_nodes[index] if item_nodes and index < len(item_nodes) else None,
+                  file, item_line, into)
+        return
+    group = api_version.rpartition("/")[0] if "/" in api_version else ""
+    if kind.lower() in CHECKED_KINDS and group in _BUILTIN_GROUPS:
+        metadata = data.get("metadata")
+        if not isinstance(metadata, dict) or not metadata.get("name"):
+            into.problems.append(Problem(file, line, f"{kind} without metadata.name; "
+                                                     "skipped"))
+            return
+        into.objects.append(Manifest(data, file, line))
+    elif group not in _BUILTIN_GROUPS or kind in _UNCHECKED_KINDS:
+        into.unchecked[kind] += 1
+    else:
+        into.problems.append(Problem(file, line, f"unknown kind {kind!r} of "
+                                                 f"{api_version!r}; skipped"))
+
+
+def _items_nodes(node: yaml.Node | None) -> list[yaml.Node] | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "items" and isinstance(
+                value, yaml.SequenceNode):
+            return list(value.value)
+    return None
+
+
+def _not_an_object(data: dict[str, Any]) -> str:
+    hint = ""
+    if "services" in data:
+        hint = "; a Compose file: scan the running containers with --docker"
+    elif "rules" in data:
+        hint = "; a remedyd rules file?"
+    return f"not a Kubernetes object (no apiVersion and kind{hint}); skipped"
+
+
+def _yaml_type(data: Any) -> str:
+    if isinstance(data, list):
+        return "list"
+    if isinstance(data, str):
+        return "string"
+    return type(data).__name__
