@@ -54,7 +54,9 @@ class Remedyd:
         groups: dict[str, dict[str, Any]] = {
             "server": {"listen": f"127.0.0.1:{self.port}"},
             # No engine named: Docker off (a Kubernetes-only daemon).
-            "docker": {"enabled": True, "url": docker_url} if docker_url else {"enabled": False},
+            # Acting on every container the benchmark starts, labelled or not.
+            "docker": ({"enabled": True, "url": docker_url, "scope": "all"} if docker_url
+                       else {"enabled": False}),
             "audit": {"path": str(self.audit_path)},
             "rules": {"paths": [str(rules_path)]},
         }

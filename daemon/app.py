@@ -97,7 +97,7 @@ class Daemon:
         self.executor.insert_guard(FlappingGuard(), before="superseded")
         self.state_hooks: list[Callable[[StateChange], None]] = []
         self._plug_integrations()
-        if False and settings.docker.scope == "labelled":  # before dry_run: say so even in a dry run
+        if settings.docker.scope == "labelled":  # before dry_run: say so even in a dry run
             self.executor.insert_guard(ScopeGuard(), before="dry_run")
         # Ladders: a verification hears the rule's state resolving and the subject's events.
         self.ladder = Ladder(self.executor, prometheus=self._verify_prometheus(),

@@ -75,6 +75,11 @@ class DockerSettings(_Group):
     # How often to list containers to catch events the engine never delivered.
     reconcile_interval: Duration = 30.0
     request_timeout: Duration = 10.0
+    # Which containers actions that change something may touch: "labelled" only those
+    # labelled remedyd.enable=true (on a host running other people's containers nothing
+    # is restarted that its owner did not opt in, as with autoheal), "all" every one.
+    # Notifications cover every watched container either way.
+    scope: Literal["labelled", "all"] = "labelled"
 
     def resolved_url(self) -> str:
         return self.url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
