@@ -1,0 +1,106 @@
+"""deploy/compose: a valid Compose file whose remedyd service is hardened, mounts what its
+configuration names, and shows the opt-in scope on an example service."""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from daemon.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "deploy/compose/docker-compose.yml"
+CONFIG = ROOT / "deploy/compose/remedyd.toml"
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def compose_schema_errors(document: dict[str, Any]) -> list[str]:
+    # The Compose specification's schema as check-jsonschema vendors it: nothing is
+    # fetched at test time.
+    schema_file = (importlib.resources.files("check_jsonschema")
+                   / "builtin_schemas/vendor/compose-spec.json")
+    schema = json.loads(schema_file.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(document)]
+
+
+def compose_plugin() -> str | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return None
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True,
+                           timeout=30)
+    return docker if probe.returncode == 0 else None
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    assert compose_schema_errors(compose()) == []
+    # The schema is the one that refuses what Compose refuses.
+    broken = copy.deepcopy(compose())
+    broken["services"]["remedyd"]["group_add"] = "docker"
+    broken["services"]["remedyd"]["restart_policy"] = "always"
+    errors = compose_schema_errors(broken)
+    assert any(e.startswith("services/remedyd/group_add") for e in errors), errors
+    assert any("restart_policy" in e for e in errors), errors
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    docker = compose_plugin()
+    if docker is None:
+        pytest.skip("no `docker compose` plugin here; the schema test above checks the file")
+    result = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "DOCKER_GID": "999"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_remedyd_runs_read_only_with_the_socket_read_only_and_its_state_in_a_volume() -> None:
+    service = compose()["services"]["remedyd"]
+    volumes = service["volumes"]
+    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in volumes
+    assert service["read_only"] is True and service["tmpfs"] == ["/tmp"]
+    assert service["cap_drop"] == ["ALL"]
+    assert service["user"] == "10001" and service["group_add"] == ["${DOCKER_GID:-999}"]
+    state = [v for v in volumes if v.split(":")[1] == "/var/lib/remedyd"]
+    assert state == ["remedyd-state:/var/lib/remedyd"]
+    assert "remedyd-state" in compose()["volumes"]
+    assert service["ports"] == ["127.0.0.1:9464:9464"]
+    assert "/healthz" in " ".join(service["healthcheck"]["test"])
+
+
+def test_the_mounted_configuration_is_the_one_remedyd_reads() -> None:
+    service = compose()["services"]["remedyd"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    here = COMPOSE.parent
+    assert (here / mounts["/etc/remedyd/config.toml"]).resolve() == CONFIG
+    assert (here / mounts["/etc/remedyd/rules"]).resolve() == ROOT / "rules"
+    config_at = service["command"][service["command"].index("--config") + 1]
+    assert config_at == "/etc/remedyd/config.toml"
+
+    settings = load_settings(CONFIG)
+    assert settings.docker.scope == "labelled"
+    assert settings.docker.url == service["environment"]["REMEDYD_DOCKER__URL"]
+    assert settings.rules.paths == ["/etc/remedyd/rules"]
+    assert Path(settings.audit.path).parent == Path("/var/lib/remedyd")
+    assert settings.server.port == 9464
+
+
+def test_the_example_service_opts_in_by_label() -> None:
+    app = compose()["services"]["app"]
+    assert app["labels"]["remedyd.enable"] == "true"
+    assert app["healthcheck"]["test"]
