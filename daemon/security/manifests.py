@@ -160,14 +160,31 @@ def _load_by_document(text: str, file: str, into: Loaded) -> None:
         try:
             documents = list(_compose_all(segment))
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            line = offset + (mark.line + 1 if mark is not None else 1)
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            into.problems.append(Problem(file, line, f"YAML error: {problem}; document "
-                                                     "skipped"))
+            into.problems.append(Problem(file, offset + _first_content_line(segment),
+                                         f"YAML error: {_describe(exc, offset)}; "
+                                         "document skipped"))
             continue
         for data, node in documents:
             _take(data, node, file, offset + node.start_mark.line + 1, into)
+
+
+def _first_content_line(segment: str) -> int:
+    """The 1-based line of a document's first content, past its marker and comments."""
+    for number, line in enumerate(segment.splitlines(), start=1):
+        text = line.strip()
+        if text and not text.startswith("#") and not _DOCUMENT_START.match(line):
+            return number
+    return 1
+
+
+def _describe(exc: yaml.YAMLError, offset: int) -> str:
+    """libyaml's words and where, in the file's line numbers."""
+    parts = []
+    for what, mark in ((getattr(exc, "context", None), getattr(exc, "context_mark", None)),
+                       (getattr(exc, "problem", None), getattr(exc, "problem_mark", None))):
+        if what:
+            parts.append(f"{what} (line {offset + mark.line + 1})" if mark else str(what))
+    return ": ".join(parts) or str(exc).splitlines()[0]
 
 
 def _segments(text: str) -> Iterator[tuple[int, str]]:
