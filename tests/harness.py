@@ -85,8 +85,9 @@ class DaemonProcess:
         self.audit_path = workdir / "audit.jsonl"
         groups: dict[str, dict[str, Any]] = {
             "server": {"listen": f"127.0.0.1:{self.port}"},
+            # Every container in reach: a test about [docker] scope says "labelled".
             "docker": {"enabled": docker_url is not None, "url": docker_url,
-                       "reconcile_interval": "2s"},
+                       "reconcile_interval": "2s", "scope": "all"},
             "audit": {"path": str(self.audit_path)},
             "rules": {"paths": [str(self.rules_dir)]},
             "notify": {"webhook_url": webhook_url},
