@@ -104,3 +104,34 @@ def test_the_example_service_opts_in_by_label() -> None:
     app = compose()["services"]["app"]
     assert app["labels"]["remedyd.enable"] == "true"
     assert app["healthcheck"]["test"]
+
+
+def readme_compose_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Docker Compose\n"):text.index("\n## Rules\n")]
+    return [block.split("\n```", 1)[0] for block in section.split("```yaml\n")[1:]]
+
+
+def test_the_readme_compose_example_is_valid_and_as_hardened_as_the_file() -> None:
+    service_block = readme_compose_blocks()[0]
+    example = yaml.safe_load(service_block)
+    assert compose_schema_errors(example) == []
+    shipped = compose()["services"]["remedyd"]
+    remedyd = example["services"]["remedyd"]
+    for key in ("user", "group_add", "read_only", "tmpfs", "cap_drop", "security_opt",
+                "command", "ports"):
+        assert remedyd[key] == shipped[key], key
+    targets = {v.split(":")[1]: v for v in remedyd["volumes"]}
+    assert targets.keys() == {v.split(":")[1] for v in shipped["volumes"]}
+    assert targets["/var/run/docker.sock"].endswith(":ro")
+    assert example["services"]["app"]["labels"] == {"remedyd.enable": "true"}
+
+
+def test_the_readme_rule_on_compose_labels_loads(tmp_path: Path) -> None:
+    from daemon.actions.params import ACTIONS
+    from daemon.engine.ruleset import load_ruleset
+
+    (tmp_path / "compose.yaml").write_text(readme_compose_blocks()[1])
+    ruleset, errors = load_ruleset([str(tmp_path)], ACTIONS)
+    assert errors == []
+    assert [c.rule.name for c in ruleset.rules] == ["restart-unhealthy-minio"]
