@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -19,19 +20,48 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_systemd_unit_verifies(tmp_path: Path) -> None:
+# The exposure `systemd-analyze security` gives the unit; the README quotes it.
+SYSTEMD_EXPOSURE = 1.3
+
+
+def _local_unit(tmp_path: Path) -> Path:
+    """The unit with ExecStart on this checkout's entry point, which verify insists on."""
+    unit = (ROOT / "deploy/systemd/remedyd.service").read_text()
+    path = tmp_path / "remedyd.service"
+    path.write_text(unit.replace("/opt/remedyd/bin/remedyd",
+                                 str(Path(sys.executable).parent / "remedyd")))
+    return path
+
+
+def _systemd_analyze(min_version: int = 0) -> str:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed on this machine")
-    unit = (ROOT / "deploy/systemd/remedyd.service").read_text()
-    # verify insists that ExecStart exists: point it at this checkout's entry point.
-    local = unit.replace("/opt/remedyd/bin/remedyd", str(Path(sys.executable).parent / "remedyd"))
-    path = tmp_path / "remedyd.service"
-    path.write_text(local)
-    result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True,
-                            timeout=60)
+    version = subprocess.run([analyze, "--version"], capture_output=True, text=True,
+                             timeout=60).stdout.split()
+    if min_version and int(version[1]) < min_version:
+        pytest.skip(f"systemd {version[1]} is older than {min_version}")
+    return analyze
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    result = subprocess.run([_systemd_analyze(), "verify", str(_local_unit(tmp_path))],
+                            capture_output=True, text=True, timeout=60)
     # Unknown keys and bad values are only warnings on stderr, with exit 0.
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_systemd_unit_is_sandboxed_to_the_quoted_exposure(tmp_path: Path) -> None:
+    # --offline (systemd 250) scores the file itself, with no running service manager.
+    analyze = _systemd_analyze(min_version=250)
+    result = subprocess.run([analyze, "security", "--offline=true", "--no-pager",
+                             str(_local_unit(tmp_path))], capture_output=True, text=True,
+                            timeout=60)
+    found = re.search(r"Overall exposure level for remedyd.service: (\d+\.\d)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found[1]) <= SYSTEMD_EXPOSURE, result.stdout
+    assert f"systemd-analyze security remedyd.service` scores it {SYSTEMD_EXPOSURE}" in (
+        ROOT / "README.md").read_text()
 
 
 def test_container_environment_names_real_settings() -> None:
