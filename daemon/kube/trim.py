@@ -126,7 +126,7 @@ SPECS: dict[str, dict[str, Spec]] = {
         "spec": {
             "nodeName": None, "hostNetwork": None, "hostPID": None, "hostIPC": None,
             "restartPolicy": None, "serviceAccountName": None, "priorityClassName": None,
-            "automountServiceAccountToken": None, "hostUsers": None,
+            "automountServiceAccountToken": None, "hostUsers": None, "os": None,
             "securityContext": None,
             "containers": _CONTAINER, "initContainers": _CONTAINER,
             "ephemeralContainers": _CONTAINER,
