@@ -245,8 +245,10 @@ def _rbac(args: argparse.Namespace) -> int:
         documents.append(rbac.role(local, namespace))
         if args.service_account is not None:
             documents.append(rbac.role_binding(*args.service_account))
+    from daemon.integrations.kubernetes import watched_kinds
+
     header = ["remedyd rbac: list/watch on the [kubernetes] kinds "
-              f"({', '.join(settings.kubernetes.kinds)})",
+              f"({', '.join(watched_kinds(settings))})",
               f"and what the Kubernetes actions of {len(ruleset.rules)} rule(s) in "
               f"{', '.join(map(str, paths))} need"]
     sys.stdout.write(rbac.render(documents, header))
@@ -266,11 +268,12 @@ def _needs(settings: Settings, ruleset: RuleSet) -> list[PolicyRule]:
     """The RBAC rules for the watched kinds and every Kubernetes action the rules run."""
     from daemon.actions.params import ACTIONS
     from daemon.engine.ruleset import steps_of, targets_of
+    from daemon.integrations.kubernetes import watched_kinds
     from daemon.kube.rbac import required
 
     steps = [(ACTIONS[spec.name], targets_of(compiled.rule)) for compiled in ruleset.rules
              for _, spec in steps_of(compiled.rule) if spec.name in ACTIONS]
-    return required(settings.kubernetes.kinds, steps)
+    return required(watched_kinds(settings), steps)
 
 
 def _local_needs(settings: Settings) -> list[PolicyRule]:

@@ -265,7 +265,7 @@ def test_rbac_grants_the_configmap_only_when_the_state_lives_there(tmp_path: Pat
 
     def local_rules(store: str) -> list[dict[str, Any]]:
         config = write_config(tmp_path / "remedyd.toml", {
-            "docker": {"enabled": False},
+            "docker": {"enabled": False}, "security": {"enabled": False},
             "kubernetes": {"enabled": False, "kinds": KINDS},
             "kubernetes.state": {"store": store}})
         env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDYD_")}

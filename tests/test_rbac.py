@@ -71,13 +71,15 @@ SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
 
 
 def remedyd(tmp_path: Path, command: str, rules: str | None, *args: str,
-            kinds: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+            kinds: list[str] | None = None, security: bool | str = False
+            ) -> subprocess.CompletedProcess[str]:
     paths = []
     if rules is not None:
         (tmp_path / "rules.yaml").write_text(rules)
         paths.append(str(tmp_path / "rules.yaml"))
     groups: dict[str, dict[str, Any]] = {"docker": {"enabled": False},
-                                         "kubernetes": {"enabled": False, "kinds": kinds}}
+                                         "kubernetes": {"enabled": False, "kinds": kinds},
+                                         "security": {"enabled": security}}
     config = write_config(tmp_path / "remedyd.toml", groups)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDYD_")}
     return subprocess.run([sys.executable, "-m", "daemon", command, "--config", str(config),
@@ -124,6 +126,23 @@ def test_rbac_grants_the_watched_kinds_and_what_the_rules_actions_need(tmp_path:
     again = remedyd(tmp_path, "rbac", "rules:" + CORDON + ROLLBACK, "--service-account",
                     "monitoring/remedyd", kinds=KINDS)
     assert again.stdout == done.stdout
+
+
+def test_rbac_grants_list_and_watch_on_the_security_kinds_while_security_is_on(
+        tmp_path: Path) -> None:
+    security = {("", "namespaces"), ("networking.k8s.io", "networkpolicies"),
+                ("", "serviceaccounts")} | {
+        ("rbac.authorization.k8s.io", kind) for kind in (
+            "roles", "clusterroles", "rolebindings", "clusterrolebindings")}
+    named = {("networking.k8s.io", "networkpolicies")}  # in KINDS: granted anyway
+    for enabled, granted in (("auto", security), (True, security), (False, named)):
+        done = remedyd(tmp_path, "rbac", KUBE_RULES, kinds=KINDS, security=enabled)
+        assert done.returncode == 0, done.stderr
+        role = next(yaml.safe_load_all(done.stdout))
+        watching = {(rule["apiGroups"][0], rule["resources"][0]) for rule in role["rules"]
+                    if rule["verbs"] == ["list", "watch"]}
+        assert watching & security == granted, enabled
+        assert ("namespaces" in done.stdout.split("\n", 2)[0]) == (granted == security)
 
 
 @dataclasses.dataclass(frozen=True)

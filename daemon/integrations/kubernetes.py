@@ -8,6 +8,29 @@ from daemon.actions.params import ACTIONS
 from daemon.integrations.base import BuildContext, Integration, Plugged, Switch, tri_state
 from daemon.integrations.kube_leadership import plug_leadership
 from daemon.integrations.kube_state import plug_shared_state
+from daemon.kube.resources import RESOURCES
+from daemon.settings import KubeKind, Settings
+
+# What the security checks read beyond the default kinds: namespaces and their
+# NetworkPolicies, RBAC objects, ServiceAccounts.
+SECURITY_KINDS: tuple[KubeKind, ...] = (
+    "namespaces", "networkpolicies", "roles", "clusterroles", "rolebindings",
+    "clusterrolebindings", "serviceaccounts")
+
+
+def watched_kinds(settings: Settings) -> list[KubeKind]:
+    """`[kubernetes] kinds`, and the security kinds too while `[security]` is on ("auto"
+    is on wherever Kubernetes is): what the source watches and `remedyd rbac` grants.
+
+    With `namespaces` named, only the namespaced ones: a namespace-scoped remedyd (the
+    sidecar) holds a Role, which cannot grant cluster-scoped kinds, and would never list
+    them (nor be ready)."""
+    kube = settings.kubernetes
+    kinds = list(kube.kinds)
+    if settings.security.enabled is False:
+        return kinds
+    return kinds + [kind for kind in SECURITY_KINDS if kind not in kinds and (
+        not kube.namespaces or RESOURCES[kind].namespaced)]
 
 
 class KubernetesIntegration(Integration):
@@ -21,7 +44,7 @@ class KubernetesIntegration(Integration):
         where = ("" if not on else "in-cluster service account" if kube.in_cluster()
                  else f"kubeconfig {kube.resolved_kubeconfig()}")
         return tri_state("kubernetes", kube.enabled, on,
-                         f"{where}, watching {', '.join(kube.kinds)}",
+                         f"{where}, watching {', '.join(watched_kinds(self.settings))}",
                          "no in-cluster service account, no KUBECONFIG and no ~/.kube/config",
                          surprising=False)
 
@@ -29,7 +52,7 @@ class KubernetesIntegration(Integration):
         from daemon.actions.guards import Guard
         from daemon.actions.kube.catalog import kube_actions
         from daemon.actions.kube.guards import CacheSyncedGuard, blast_radius_guards
-        from daemon.clients.kubernetes import RESOURCES, KubeClient
+        from daemon.clients.kubernetes import KubeClient
         from daemon.kube.cache import Cache
         from daemon.sources.kubernetes import KubernetesSource, Tuning
 
@@ -42,11 +65,15 @@ class KubernetesIntegration(Integration):
         ctx.stack.push_async_callback(client.close)
         # One cache: the source fills it, actions resolve their targets from it.
         cache = Cache()
-        source = KubernetesSource(client, ctx.emit, ctx.metrics, list(kube.kinds),
+        kinds = watched_kinds(self.settings)
+        source = KubernetesSource(client, ctx.emit, ctx.metrics, list(kinds),
                                   kube.namespaces, kube.label_selector,
                                   Tuning(stall_timeout=kube.stall_timeout), cache=cache,
                                   node_name=node)
-        watched = frozenset(RESOURCES[kind].kind for kind in kube.kinds)
+        # The security integration (built after this one) taps the source's changes.
+        ctx.provided["kubernetes.source"] = source
+        ctx.provided["kubernetes.client"] = client
+        watched = frozenset(RESOURCES[kind].kind for kind in kinds)
         guards: list[tuple[Guard, str]] = [(CacheSyncedGuard(cache, watched), "target")]
         guards.extend(blast_radius_guards(cache, source, kube.blast_radius, ctx.resubmit))
         plugged = Plugged(sources=[source], actions=kube_actions(client, cache), guards=guards)

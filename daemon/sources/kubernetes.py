@@ -137,6 +137,8 @@ class KubernetesSource:
         self._held: collections.deque[tuple[Change, float]] = collections.deque()
         self._release_timer: asyncio.TimerHandle | None = None
         self._on_resync: list[Callable[[str], object]] = []
+        self._on_change: list[Callable[[Change], object]] = []
+        self._on_listed: list[Callable[[str], object]] = []
         metrics.source_connected.labels(SOURCE).set(0)
         metrics.source_synced.labels(SOURCE).set(0)
 
@@ -160,6 +162,40 @@ class KubernetesSource:
     def on_resync(self, callback: Callable[[str], object]) -> None:
         """Call `callback(kind)` whenever a kind is back in sync after a gap."""
         self._on_resync.append(callback)
+
+    def on_change(self, callback: Callable[[Change], object]) -> None:
+        """Call `callback(change)` with every change once the cache holds it and it is
+        released (after its lookups are in, as the transitions see it): watch events,
+        first listings and what relists imply alike."""
+        self._on_change.append(callback)
+
+    def on_listed(self, callback: Callable[[str], object]) -> None:
+        """Call `callback(kind)` after each list of a kind (first or again) has been
+        cached and its changes handed out."""
+        self._on_listed.append(callback)
+
+    @property
+    def selector(self) -> str | None:
+        """The label selector every list and watch carries (the cache holds only those)."""
+        return self._selector
+
+    def watches(self, kind: str) -> bool:
+        return kind in self._watched
+
+    def covers(self, kind: str, namespace: str) -> bool:
+        """Whether `kind` is watched in `namespace` (all of them, or that one named)."""
+        return bool(self._scopes(kind, namespace))
+
+    def listed(self, kind: str, namespace: str | None = None) -> bool:
+        """Whether the cache can tell what exists of `kind` (in `namespace`, or in every
+        namespace it watches): watched there and listed at least once."""
+        scopes = self._scopes(kind, namespace)
+        return bool(scopes) and all(scope.listed for scope in scopes)
+
+    def _scopes(self, kind: str, namespace: str | None) -> list[_Scope]:
+        return [scope for informer in self._informers if informer.resource.kind == kind
+                for scope in informer.scopes
+                if namespace is None or scope.namespace in (None, namespace)]
 
     def status(self) -> dict[str, Any]:
         return {"synced": self.synced, "peer": self.client.peer,
@@ -255,12 +291,15 @@ class KubernetesSource:
 
     def _emit_transitions(self, changes: list[Change]) -> None:
         now = self._clock()
+        taps = self._on_change
         for change in changes:
             for event in transitions(self.cache, change, now):
                 if event.synthetic:
                     self._metrics.recovered.labels(SOURCE, "list").inc()
                 self._metrics.events.labels(SOURCE, event.kind, event.action).inc()
                 self._emit(event)
+            for tap in taps:
+                tap(change)
 
     def _state_changed(self) -> None:
         connected = all(s.error is None for i in self._informers for s in i.scopes)
@@ -395,6 +434,8 @@ class _Informer:
         scope.lists += 1
         self._ok(scope)
         self.source._publish(changes)
+        for callback in self.source._on_listed:
+            callback(kind)
         self._caught_up(scope)
         if first:
             # The list's raw pages are freed: hand their heap back (once; relists are rare).
