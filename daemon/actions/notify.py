@@ -54,6 +54,12 @@ class Webhook(Action):
             "target": decision.target.as_dict(),
             "event": decision.event.summary(),
         }
+        check = decision.rule.security
+        if check is not None:
+            # The finding as scanners report it; a drift's field diff is in the event's
+            # attributes (event.attributes.drift).
+            body["security"] = {"id": check.id, "severity": check.severity,
+                                "control": check.control, "remediation": check.remediation}
         try:
             status = await self.http.post_json(url, body, params.timeout)
         except HttpError as exc:

@@ -28,4 +28,6 @@ class DockerIntegration(Integration):
         client = DockerClient(docker.resolved_url(), docker.request_timeout)
         ctx.stack.push_async_callback(client.close)
         source = DockerSource(client, ctx.emit, ctx.metrics, docker.reconcile_interval)
+        ctx.provided["docker.client"] = client
+        ctx.provided["docker.source"] = source
         return Plugged(sources=[source], actions=docker_actions(client))

@@ -9,6 +9,7 @@ from daemon.integrations.kpi import KpiIntegration
 from daemon.integrations.kubernetes import KubernetesIntegration
 from daemon.integrations.notify import NotifyIntegration
 from daemon.integrations.probes import ProbesIntegration
+from daemon.integrations.security import SecurityIntegration
 from daemon.integrations.webhooks import SilencesIntegration, WebhooksIntegration
 from daemon.settings import Settings
 
@@ -16,6 +17,8 @@ INTEGRATIONS: tuple[type[Integration], ...] = (NotifyIntegration, DockerIntegrat
                                                  KubernetesIntegration, ProbesIntegration)
 INTEGRATIONS += (KpiIntegration,)  # source: kpi rules, unless: and recheck gates
 INTEGRATIONS += (WebhooksIntegration, SilencesIntegration)  # inbound webhooks, silences
+# After Docker and Kubernetes: it taps their sources.
+INTEGRATIONS += (SecurityIntegration,)
 
 
 def available(settings: Settings) -> Available:

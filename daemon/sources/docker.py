@@ -144,8 +144,20 @@ class DockerSource:
         self.connected = False
         self.synced = False
         self.last_error: str | None = None
+        # Who else hears each handled event and each listed container's inspect (the
+        # security posture); empty, the hot path pays one truth test.
+        self._observers: list[Callable[[Event], None]] = []
+        self._inspected: list[Callable[[dict[str, Any]], None]] = []
         metrics.source_connected.labels(SOURCE).set(0)
         metrics.source_synced.labels(SOURCE).set(0)
+
+    def observe(self, callback: Callable[[Event], None]) -> None:
+        """`callback` hears each normalised event once it is handled (emitted)."""
+        self._observers.append(callback)
+
+    def on_inspected(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """`callback` hears each container's inspect output of a reconcile listing."""
+        self._inspected.append(callback)
 
     def status(self) -> dict[str, Any]:
         return {"connected": self.connected, "synced": self.synced, "peer": self.client.peer,
@@ -248,6 +260,9 @@ class DockerSource:
             self._metrics.recovered.labels(SOURCE, recovered_via).inc()
         self._metrics.events.labels(SOURCE, event.kind, event.action).inc()
         self._emit(event)
+        if self._observers:
+            for observer in self._observers:
+                observer(event)
 
     async def reconcile(self, settled_ns: int | None = None) -> int:
         """List containers; emit what their state shows and the events did not: health, and
@@ -263,6 +278,8 @@ class DockerSource:
                 if getattr(exc, "status", None) == 404:
                     continue  # removed since the listing
                 raise
+            for callback in self._inspected:
+                callback(state)
             if settled_ns is not None:
                 emitted += self._make_up_transitions(cid, state, settled_ns)
             emitted += self._heal_health(container, state, listed_ns)

@@ -149,3 +149,22 @@ class Metrics:
                                           "Changes of a rule's state for a subject, by change: "
                                           "pending, firing, resolved, flapping, "
                                           "flapping_ended.", ["rule", "change"], registry=r)
+        # -- security posture (daemon/security) -------------------------------------------
+        self.security_findings = Gauge("remedyd_security_findings",
+                                       "Security findings firing now, by check id and "
+                                       "severity.", ["check", "severity"], registry=r)
+        self.security_drift_events = Counter("remedyd_security_drift_events_total",
+                                             "Objects found to differ from their baseline "
+                                             "(a new or different field diff), by object "
+                                             "kind.", ["kind"], registry=r)
+        self.security_accepted = Counter("remedyd_security_accepted_total",
+                                         "Changes an operator accepted into the baseline or "
+                                         "waived, by object kind.", ["kind"], registry=r)
+        self.security_baseline_objects = Gauge("remedyd_security_baseline_objects",
+                                               "Objects in the security baseline.",
+                                               registry=r)
+        self.security_inspect_errors = Counter("remedyd_security_inspect_errors_total",
+                                               "Container inspects for the security posture "
+                                               "that failed (the container is looked at "
+                                               "again on its next event or listing).",
+                                               registry=r)
