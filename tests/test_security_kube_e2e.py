@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
+import json
+import shutil
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +24,7 @@ from daemon.core.events import Event, JSONValue, Ref
 from daemon.sources.kube_posture import KubePosture
 from daemon.sources.kubernetes import KubernetesSource, Tuning
 from daemon.telemetry.metrics import Metrics
+from tests.harness import DaemonProcess
 from tests.kube.server import KubeApiServer
 from tests.test_kube_rollback import until
 
@@ -48,6 +53,15 @@ def bare_pod(name: str = "debug") -> Obj:
             "spec": {"nodeName": "node-1", "hostNetwork": True,
                      "containers": [{"name": "sh", "image": "busybox:1.36"}]},
             "status": {"phase": "Running"}}
+
+
+def stateful_pod() -> Obj:
+    """A Pod of a StatefulSet: a kind remedyd does not watch, so the Pod is checked."""
+    pod = bare_pod("db-0")
+    pod["metadata"]["ownerReferences"] = [{
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "uid-sts-db",
+        "controller": True, "blockOwnerDeletion": True}]
+    return pod
 
 
 def policy(name: str = "deny-all", namespace: str = "shop") -> Obj:
@@ -91,6 +105,7 @@ async def tapped(kube: KubeApiServer, kubeconfig: Path
     kube.bed.add_node("node-1")
     kube.bed.apply(web())
     kube.bed.apply(bare_pod())
+    kube.bed.apply(stateful_pod())
     kube.bed.apply(policy())
     recorder = Recorder()
     client = KubeClient(kubeconfig, None, 5.0)
@@ -112,13 +127,13 @@ async def tapped(kube: KubeApiServer, kubeconfig: Path
 async def test_the_tap_hands_over_what_is_checked_once_and_skips_replicas(
         kube: KubeApiServer, tapped: tuple[KubernetesSource, Recorder]) -> None:
     source, recorder = tapped
-    # The Deployment (its template) and the bare Pod; not the Deployment's two Pods,
-    # nor its ReplicaSet.
+    # The Deployment (its template), the bare Pod and the StatefulSet's; not the
+    # Deployment's two Pods, nor its ReplicaSet.
     assert recorder.seen_of("Deployment", "web") == [("list", None)]
     assert recorder.seen_of("Pod", "debug") == [("list", None)]
-    assert [n for k, n, _, _ in recorder.seen_by if k == "Pod"] == ["debug"]
+    assert sorted(n for k, n, _, _ in recorder.seen_by if k == "Pod") == ["db-0", "debug"]
     assert "ReplicaSet" not in {kind for kind, _, _, _ in recorder.seen_by}
-    assert len(list(source.cache.objects("Pod"))) == 3
+    assert len(list(source.cache.objects("Pod"))) == 4
     # The namespace waited for the NetworkPolicies' listing: one sighting, with the count.
     [(origin, view)] = recorder.seen_of("Namespace", "shop")
     assert origin == "list" and view is not None and view["networkPolicies"] == 1
@@ -128,7 +143,8 @@ async def test_the_tap_hands_over_what_is_checked_once_and_skips_replicas(
     # A Pod's status moving (the spec shared with the cached one) hands nothing over;
     # the Deployment's spec changing does, as live.
     before = len(recorder.seen_by)
-    replica = next(p for p in source.cache.objects("Pod") if p["metadata"]["name"] != "debug")
+    replica = next(p for p in source.cache.objects("Pod")
+                   if p["metadata"]["name"] not in ("debug", "db-0"))
     kube.bed.controller.set_ready("shop", replica["metadata"]["name"], False)
     pods = kube.bed.kind("v1", "pods")
     status = copy.deepcopy(kube.bed.store.get(pods, "shop", "debug"))
@@ -145,7 +161,8 @@ async def test_the_tap_hands_over_what_is_checked_once_and_skips_replicas(
 
     # Deleting the bare Pod ends it; deleting a Deployment's replica (never handed over)
     # does not.
-    [replica, *_] = [p for p in kube.bed.store.list(pods) if p["metadata"]["name"] != "debug"]
+    [replica, *_] = [p for p in kube.bed.store.list(pods)
+                     if p["metadata"]["name"] not in ("debug", "db-0")]
     kube.bed.store.delete(pods, "shop", replica["metadata"]["name"])
     kube.bed.store.delete(pods, "shop", "debug")
     await until(lambda: recorder.gone_by, "the bare Pod gone")
@@ -186,3 +203,171 @@ async def test_changes_made_while_the_watch_was_down_are_handed_over_from_the_re
         "containers"][0]["securityContext"] == {"privileged": True}
     lists = kube.bed.log.find("GET", "/deployments$", watch=False)
     assert len(lists) == 2
+
+
+# -- remedyd itself, with the security rules ---------------------------------------------
+
+SECURITY_RULES = Path(__file__).resolve().parent.parent / "rules" / "security.yaml"
+TOKEN = "s3cr3t-test-token"
+# Opt-in: a privileged Deployment named miner is scaled to zero (under the guards).
+SCALE_RULE = """\
+rules:
+  - name: scale-privileged-miner
+    source: security
+    when: >-
+      event.kind == "deployment" && event.attributes.name == "miner"
+      && event.attributes.containers.exists(c, c.privileged)
+    security: {id: LOCAL-MINER, severity: critical, control: "local policy",
+               remediation: "Do not run it."}
+    actions:
+      - kubernetes.scale: {replicas: 0}
+"""
+
+
+def miner() -> Obj:
+    obj = web(privileged=True)
+    obj["metadata"] = {"name": "miner", "namespace": "shop", "labels": {"app": "miner"}}
+    obj["spec"]["selector"] = {"matchLabels": {"app": "miner"}}
+    obj["spec"]["template"]["metadata"] = {"labels": {"app": "miner"}}
+    return obj
+
+
+def findings(daemon: DaemonProcess) -> dict[tuple[str, str], dict[str, Any]]:
+    """The daemon's current findings, by (object, check)."""
+    answer = daemon.get("/api/v1/security/findings")
+    assert answer is not None and answer[0] == 200, answer
+    return {(f["object"], f["check"]): f for f in json.loads(answer[1])["findings"]}
+
+
+def accept(daemon: DaemonProcess, key: str, *checks: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        daemon.url + "/api/v1/security/accept", method="POST",
+        data=json.dumps({"object": key, "checks": list(checks), "reason": "approved change",
+                         "by": "test"}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+async def found(daemon: DaemonProcess, key: str, check: str, limit: float = 5.0
+                ) -> tuple[dict[str, Any], float]:
+    """The finding once the daemon has it, and how long that took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(int(limit / 0.02)):
+        current = await asyncio.to_thread(findings, daemon)
+        if (key, check) in current:
+            return current[(key, check)], loop.time() - started
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {check} finding for {key} within {limit}s: "
+                         f"{sorted(current)}")
+
+
+async def gone(daemon: DaemonProcess, key: str, check: str, limit: float = 5.0) -> None:
+    await until(lambda: (key, check) not in findings(daemon), f"{check} on {key} resolved",
+                limit)
+
+
+@pytest.fixture
+def posture_daemon(tmp_path: Path, kubeconfig: Path) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(tmp_path / "d", SCALE_RULE, extra={
+        "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig), "stall_timeout": "2s",
+                       "kinds": ["pods", "deployments", "replicasets"]},
+        "security": {"enabled": True, "baseline": str(tmp_path / "d" / "baseline.json")},
+        "server": {"api_token": TOKEN}})
+    shutil.copy(SECURITY_RULES, daemon.rules_dir / "security.yaml")
+    yield daemon
+    daemon.stop()
+
+
+WEB = "kubernetes/deployment/shop/web"
+SHOP = "kubernetes/namespace/shop"
+
+
+async def test_drift_bindings_and_a_namespaces_last_policy_are_found_live_and_accepted(
+        kube: KubeApiServer, posture_daemon: DaemonProcess) -> None:
+    daemon = posture_daemon
+    kube.bed.add_node("node-1")
+    kube.bed.apply(web())
+    kube.bed.apply(policy())
+    await asyncio.to_thread(daemon.start)
+    await until(lambda: daemon.get("/api/v1/security/findings") is not None, "the API")
+    assert (SHOP, "CIS-K8S-5-3-2") not in findings(daemon)
+    assert not [k for k in findings(daemon) if k[1] == "DRIFT-BASELINE"]
+
+    # Patched to privileged: the drift (field by field) and the check, within a second.
+    kube.bed.apply(web(privileged=True))
+    drift, took = await found(daemon, WEB, "DRIFT-BASELINE")
+    assert took < 1.0, took
+    assert {"field": "containers[web].privileged", "before": False, "after": True} in (
+        drift["drift"]), drift["drift"]
+    privileged, _ = await found(daemon, WEB, "PSS-B-PRIVILEGED")
+    assert privileged["subject"]["kind"] == "deployment" and privileged["control"]
+    [record] = [r for r in daemon.audit("drift") if r.get("key") == WEB]
+    assert record["origin"] == "live"
+
+    # A ServiceAccount bound to cluster-admin.
+    kube.bed.apply(admins())
+    _, took = await found(daemon, "kubernetes/clusterrolebinding/ops-admin", "CIS-K8S-5-1-1")
+    assert took < 1.0, took
+
+    # The namespace's last NetworkPolicy deleted.
+    kube.bed.store.delete(kube.bed.kind(NETWORKING, "networkpolicies"), "shop", "deny-all")
+    _, took = await found(daemon, SHOP, "CIS-K8S-5-3-2")
+    assert took < 1.0, took
+
+    # Accepted into the baseline: the drift ends; the check still holds until waived.
+    assert await asyncio.to_thread(accept, daemon, WEB)
+    await gone(daemon, WEB, "DRIFT-BASELINE")
+    assert (WEB, "PSS-B-PRIVILEGED") in findings(daemon)
+    await asyncio.to_thread(accept, daemon, WEB, "PSS-B-PRIVILEGED")
+    await gone(daemon, WEB, "PSS-B-PRIVILEGED")
+    accepted = daemon.audit("baseline")
+    assert [(r["key"], r["checks"], r["by"]) for r in accepted] == [
+        (WEB, [], "test"), (WEB, ["PSS-B-PRIVILEGED"], "test")]
+    # A policy back in the namespace resolves its finding.
+    kube.bed.apply(policy("default-deny"))
+    await gone(daemon, SHOP, "CIS-K8S-5-3-2", 1.0)
+
+
+async def test_drift_made_while_the_watch_was_down_is_found_on_the_relist(
+        kube: KubeApiServer, posture_daemon: DaemonProcess) -> None:
+    daemon = posture_daemon
+    kube.bed.add_node("node-1")
+    kube.bed.apply(web())
+    # remedyd's first Deployments watch breaks at its first event, the next one hangs
+    # (remedyd gives up on it after its stall_timeout) while the Deployment turns
+    # privileged and the server forgets the history remedyd would resume from.
+    kube.bed.faults.add("drop", path="/deployments", watch=True)
+    stall = kube.bed.faults.add("stall", path="/deployments", watch=True)
+    await asyncio.to_thread(daemon.start)
+    await until(lambda: daemon.get("/api/v1/security/findings") is not None, "the API")
+    kube.bed.apply({**web(), "metadata": {**web()["metadata"], "annotations": {"a": "b"}}})
+    await until(lambda: stall.hits == 1, "the stalled watch")
+    kube.bed.apply(web(privileged=True))
+    kube.bed.store.compact()
+    drift, _ = await found(daemon, WEB, "DRIFT-BASELINE", 10.0)
+    assert {"field": "containers[web].privileged", "before": False, "after": True} in (
+        drift["drift"])
+    [record] = [r for r in daemon.audit("drift") if r.get("key") == WEB]
+    assert record["origin"] == "list"
+    assert len(kube.bed.log.find("GET", "/deployments$", watch=False)) == 2
+
+
+async def test_an_opt_in_rule_scales_a_privileged_deployment_to_zero_under_the_guards(
+        kube: KubeApiServer, posture_daemon: DaemonProcess) -> None:
+    daemon = posture_daemon
+    kube.bed.add_node("node-1")
+    kube.bed.apply(web())
+    await asyncio.to_thread(daemon.start)
+    kube.bed.apply(miner())
+    patch = await kube.bed.log.wait_for("PATCH", "/deployments/miner/scale$", limit=10)
+    assert patch.json == {"spec": {"replicas": 0}}
+    await until(lambda: [o for o in daemon.audit("outcome")
+                         if o["rule"] == "scale-privileged-miner"], "the outcome")
+    [outcome] = [o for o in daemon.audit("outcome") if o["rule"] == "scale-privileged-miner"]
+    assert outcome["outcome"] == "success", outcome
+    assert outcome["target"]["name"] == "miner"
+    # The hardened Deployment beside it is left alone.
+    assert not kube.bed.log.find("PATCH", "/deployments/web")
