@@ -63,6 +63,16 @@ def test_latency_benchmark_remedies_its_fault_and_reports_latency(
     assert "unhealthy -> restart request sent" in out
 
 
+def test_security_live_benchmark_times_each_containers_finding(
+        tmp_path: Path, docker_host: str, busybox_image: str) -> None:
+    out, data = run_bench(tmp_path, "security_live.py", "--containers", "2", "--stagger", "0",
+                          "--rules", "one")
+    assert data["found"] == 2 and data["checks_notified"] == ["CIS-DOCKER-5-3"]
+    assert data["start_to_notification_ms"]["n"] == data["create_to_notification_ms"]["n"] == 2
+    assert data["create_to_notification_ms"]["p50"] > 0
+    assert "start  -> notification" in out
+
+
 @pytest.mark.parametrize("script", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
 def test_benchmarks_import_nothing_from_tests_but_the_kubernetes_test_bed(script: Path) -> None:
     # bench/ is a folder of scripts, not a package: no relative imports to miss here.
