@@ -205,6 +205,41 @@ async def test_changes_made_while_the_watch_was_down_are_handed_over_from_the_re
     assert len(lists) == 2
 
 
+class Failing(Recorder):
+    """A tracker with a bug for one object."""
+
+    def seen(self, platform: str, obj: Any, *, origin: str,
+             view: dict[str, JSONValue] | None = None) -> Event | None:
+        if obj["metadata"]["name"] in ("debug", "shop"):
+            raise RuntimeError("tracker bug")
+        return super().seen(platform, obj, origin=origin, view=view)
+
+
+async def test_a_failing_tracker_costs_that_object_only(kube: KubeApiServer,
+                                                       kubeconfig: Path) -> None:
+    kube.bed.add_node("node-1")
+    kube.bed.apply(bare_pod())
+    kube.bed.apply(web())
+    kube.bed.apply(policy())
+    recorder = Failing()
+    client = KubeClient(kubeconfig, None, 5.0)
+    source = KubernetesSource(client, lambda event: None, Metrics(CollectorRegistry()), KINDS,
+                              tuning=FAST)
+    tap = KubePosture(source, recorder)
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.synced and recorder.seen_of("Namespace", "default"),
+                    "the listing")
+        kube.bed.apply(web(privileged=True))
+        await until(lambda: len(recorder.seen_of("Deployment", "web")) >= 2, "the update")
+        assert tap.counts["errors"] == 2  # the Pod and the namespace shop
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+
+
 # -- remedyd itself, with the security rules ---------------------------------------------
 
 SECURITY_RULES = Path(__file__).resolve().parent.parent / "rules" / "security.yaml"

@@ -184,12 +184,14 @@ class KubePosture:
                     counts = Counter(policy["metadata"].get("namespace")
                                      for policy in cache.objects(POLICY))
                 count = counts[name]
-            view = view_of(PLATFORM, obj)
-            view["networkPolicies"] = count
             self.counts["seen"] += 1
             try:
+                view = view_of(PLATFORM, obj)
+                view["networkPolicies"] = count
                 self.tracker.seen(PLATFORM, obj, origin=origin, view=view)
             except Exception:
+                # Called from the event loop: one namespace's failure must not lose the
+                # others' (nor end in the loop's exception handler).
                 self.counts["errors"] += 1
                 log.exception("kubernetes posture: namespace %s not checked", name)
 
