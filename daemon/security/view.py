@@ -160,9 +160,11 @@ def _workload(metadata: Obj, spec: Obj) -> dict[str, JSONValue]:
             "volumeTypes": list[JSONValue](sorted(volume_types)),
             "sysctls": list[JSONValue](sysctls),
             "unsafeSysctls": [s for s in sysctls if s not in pss.SAFE_SYSCTLS],
-            # What the ServiceAccount admission plugin fills in when none is named.
+            # What the ServiceAccount admission plugin fills in when none is named; ""
+            # where there is no pod spec to read (the cache keeps no ReplicaSet template).
             "serviceAccountName": str(spec.get("serviceAccountName")
-                                      or spec.get("serviceAccount") or "default"),
+                                      or spec.get("serviceAccount")
+                                      or ("default" if spec else "")),
             "automountServiceAccountToken": _bool_or_none(
                 spec.get("automountServiceAccountToken")),
             "runAsNonRoot": pod_nonroot,
