@@ -233,11 +233,16 @@ async def test_the_pinger_stops_while_the_loop_is_blocked_and_does_not_burst_aft
     try:
         systemd.start_watchdog()
         await asyncio.sleep(0.2)  # the pinger runs: about four pings of 50 ms
-        assert len([m for m in _drain(listener) if m == {"WATCHDOG": "1"}]) >= 2
-        # A callback that blocks the loop for ten intervals; this test resumes right after
-        # it, before the loop looks at its timers again.
-        asyncio.get_running_loop().call_soon(time.sleep, 0.5)
+        before: list[Message] = []
+
+        def wedge() -> None:
+            before.extend(_drain(listener))
+            time.sleep(0.5)  # a callback that blocks the loop for ten intervals
+
+        # This test resumes right after the wedge, before the loop looks at its timers.
+        asyncio.get_running_loop().call_soon(wedge)
         await asyncio.sleep(0)
+        assert len([m for m in before if m == {"WATCHDOG": "1"}]) >= 2
         assert _drain(listener) == []
         # Once the loop runs again: one ping at once, then the regular pace, no catch-up.
         await asyncio.sleep(0.01)
