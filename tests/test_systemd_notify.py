@@ -266,6 +266,13 @@ async def test_ready_waits_for_the_readiness_report(tmp_path: Path) -> None:
         report["ready"] = True
         ready = await asyncio.to_thread(listener.recv, 2)
         assert ready == {"READY": "1", "STATUS": "ready: 3 rules"}
+        # Later losses of readiness show in `systemctl status`; READY is not sent again.
+        report["ready"] = False
+        lost = await asyncio.to_thread(listener.recv, 3)
+        assert lost == {"STATUS": "not ready: source:docker (ConnectionRefusedError)"}
+        report["ready"] = True
+        again = await asyncio.to_thread(listener.recv, 3)
+        assert again == {"STATUS": "ready: 3 rules"}
     finally:
         await systemd.close()
         listener.close()
