@@ -147,6 +147,9 @@ def test_macros_bind_their_own_variables(tmp_path: Path) -> None:
     ('event.attributes["com.docker.compose.service"] == "db"', {"com.docker.compose.service"}),
     ('"exitCode" in event.attributes && event.attributes.exitCode != "0"', {"exitCode"}),
     ('event.action == "die"', set()),
+    # A key looked up in an attribute that is a map: the map is what is read.
+    ('"app" in event.attributes.labels && event.attributes.root', {"labels", "root"}),
+    ('"app" in event.attributes["labels"]', {"labels"}),
     ("event.attributes.exists(k, k.startsWith('x'))", None),
     ("size(event.attributes) > 3", None),
     ('event["attributes"]["name"] == "web"', None),

@@ -83,7 +83,8 @@ _ATTRIBUTES = re.compile(r"\bevent\.attributes\b")
 _EVENT_AS_A_WHOLE = re.compile(r"\bevent\b(?!\s*\.\s*[A-Za-z_])")
 _ATTRIBUTE_KEY = re.compile(r"""\bevent\.attributes\.([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()"""
                            r"""|\bevent\.attributes\[\s*"([^"\\]+)"\s*\]"""
-                           r"""|"([^"\\]+)"\s+in\s+event\.attributes\b""")
+                           # `"k" in event.attributes`, not `"k" in event.attributes.labels`
+                           r"""|"([^"\\]+)"\s+in\s+event\.attributes\b(?!\s*[.\[])""")
 
 
 def attribute_keys(source: str) -> frozenset[str] | None:
