@@ -142,6 +142,8 @@ def docker_actions(client: DockerClient) -> list[Action]:
 
 def container_superseded(event: Event, state: Mapping[str, Any]) -> str | None:
     """Why `state` shows that what `event` reported is over, or None if it still holds."""
+    if event.source == "security":
+        return _posture_superseded(event, state)
     current = state.get("State") or {}
     started = state_time_ns(current.get("StartedAt")) / 1e9
     # Docker's timestamps and the event's come from the same engine clock.
@@ -152,6 +154,19 @@ def container_superseded(event: Event, state: Mapping[str, Any]) -> str | None:
     health = (current.get("Health") or {}).get("Status")
     if event.action == "health_status" and reported and health and health != reported:
         return f"the event said {reported}, the container is {health} now"
+    return None
+
+
+def _posture_superseded(event: Event, state: Mapping[str, Any]) -> str | None:
+    """A posture event reports the container's configuration, which a start or restart
+    keeps (a finding on `create` is decided as the container starts): it is stale only
+    when the configuration itself changed since."""
+    from daemon.security.view_docker import docker_view
+
+    changed = sorted(k for k, v in docker_view(state).items() if event.attributes.get(k) != v)
+    if changed:
+        return (f"the container's security configuration changed since the finding "
+                f"({', '.join(changed[:5])}); its next posture event decides again")
     return None
 
 
