@@ -144,8 +144,7 @@ def _workload(metadata: Obj, spec: Obj) -> dict[str, JSONValue]:
                 "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
                 "hostPorts": _host_ports(container.get("ports")),
                 "secretEnv": _secret_env(container.get("env")),
-                "seLinux": (pod_selinux if sc.get("seLinuxOptions") is None
-                            else _selinux(sc.get("seLinuxOptions"))),
+                "seLinux": _selinux(sc.get("seLinuxOptions") or context.get("seLinuxOptions")),
                 "windowsHostProcess": _bool_or_none(
                     pod_windows if windows is None else windows),
             })
