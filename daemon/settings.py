@@ -92,7 +92,8 @@ class DockerSettings(_Group):
 
 
 KubeKind = Literal["pods", "deployments", "replicasets", "events", "nodes",
-                   # What security-drift checks read; off unless named.
+                   # What security-drift checks read: watched while [security] is on
+                   # (daemon.integrations.kubernetes.watched_kinds), else when named.
                    "namespaces", "networkpolicies", "roles", "clusterroles", "rolebindings",
                    "clusterrolebindings", "serviceaccounts"]
 # The default `kinds`: what the bundled rules and the workload actions need.
