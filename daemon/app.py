@@ -20,7 +20,7 @@ from daemon.actions.executor import REMEMBERED, Executor, ExecutorSettings
 from daemon.actions.flapping import FlappingGuard
 from daemon.actions.ladder import Ladder
 from daemon.actions.params import ACTIONS, CATALOG
-from daemon.actions.scope import ScopeGuard
+from daemon.actions.scope import SCOPE_LABEL, ScopeGuard
 from daemon.actions.verify import PromQuery
 from daemon.audit import open_intents
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
@@ -99,6 +99,9 @@ class Daemon:
         self._plug_integrations()
         if settings.docker.scope == "labelled":  # before dry_run: say so even in a dry run
             self.executor.insert_guard(ScopeGuard(), before="dry_run")
+            if self.integrations["docker"].on:
+                log.info("[docker] scope = labelled: only containers labelled %s=true are "
+                         "restarted, stopped, killed or paused", SCOPE_LABEL)
         # Ladders: a verification hears the rule's state resolving and the subject's events.
         self.ladder = Ladder(self.executor, prometheus=self._verify_prometheus(),
                              notify_url=settings.notify.webhook_url)

@@ -74,6 +74,8 @@ def test_labelled_scope_restarts_only_opted_in_containers_and_notifies_about_all
         wait_for(lambda: [b for b in sink.bodies if b["target"]["id"] == theirs], 30,
                  "a notification about the unlabelled container")
 
+    assert ("[docker] scope = labelled: only containers labelled remedyd.enable=true are "
+            "restarted") in daemon.log()
     assert refused["decision"] == "suppressed"
     assert refused["suppressed_by"] == "scope"
     name = docker_inspect(docker_host, theirs)["Name"].lstrip("/")
