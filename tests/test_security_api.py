@@ -182,3 +182,49 @@ async def test_an_unusable_baseline_refuses_accepts_with_409(tmp_path: Path) -> 
     b.see("web", ["SYS_ADMIN"])
     status, answer = await accept_once(b, TOKEN)
     assert status == 409 and "not JSON" in answer["error"]
+
+
+async def cli(client: TestClient[Any, Any], tmp_path: Path, token: str | None,
+              *argv: str) -> tuple[int, str, str]:
+    """`remedyd security ...` against the test server (the CLI blocks: a thread)."""
+    import argparse
+    import asyncio
+    import io
+
+    from daemon.security.client_cli import main
+
+    config = tmp_path / "remedyd.toml"
+    config.write_text("[server]\n" + (f'api_token = "{token}"\n' if token else ""))
+    url = str(client.make_url("")).rstrip("/")
+    command, *rest = argv
+    args = argparse.Namespace(security_command=command, config=config, url=url,
+                              object=rest[0] if rest else "", checks=[], reason="",
+                              by="tester")
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(main, args, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_the_cli_lists_findings_with_their_drift_and_accepts(
+        bed: tuple[Bed, TestClient[Any, Any]], tmp_path: Path) -> None:
+    b, client = bed
+    b.see("web", [])
+    b.see("web", [], memory=64)
+    code, out, _ = await cli(client, tmp_path, None, "findings")
+    assert code == 0
+    assert "SEC-DRIFT" in out and "docker/container/web" in out and "memory: 0 -> 64" in out
+    code, out, err = await cli(client, tmp_path, TOKEN, "accept", "docker/container/web")
+    assert code == 0, err
+    assert "memory: 0 -> 64" in out
+    code, out, _ = await cli(client, tmp_path, None, "findings")
+    assert "no security findings" in out
+
+
+async def test_the_cli_says_why_the_daemon_refused(
+        bed: tuple[Bed, TestClient[Any, Any]], tmp_path: Path) -> None:
+    b, client = bed
+    b.see("web", ["SYS_ADMIN"])
+    code, _, err = await cli(client, tmp_path, "wrong-token-0123456789", "accept", "web")
+    assert code == 1 and "not the daemon's [server] api_token" in err
+    code, _, err = await cli(client, tmp_path, None, "accept", "web")
+    assert code == 1 and "no [server] api_token" in err
