@@ -97,6 +97,17 @@ async def test_findings_list_what_fires_with_its_check(bed: tuple[Bed, TestClien
     assert b.gauge("DOCKER-CAP-ADD", "high") == 0
 
 
+async def test_an_object_gone_has_no_findings_left(bed: tuple[Bed, TestClient[Any, Any]]
+                                                    ) -> None:
+    b, client = bed
+    b.see("web", ["SYS_ADMIN"])
+    tracked = b.tracker.tracked("docker/container/web")
+    assert tracked is not None
+    b.tracker.gone(tracked.subject)
+    assert (await (await client.get("/api/v1/security/findings")).json())["findings"] == []
+    assert b.gauge("DOCKER-CAP-ADD", "high") == 0
+
+
 async def test_accepting_a_drift_resolves_it_and_is_audited(
         bed: tuple[Bed, TestClient[Any, Any]]) -> None:
     b, client = bed
