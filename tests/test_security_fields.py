@@ -56,6 +56,8 @@ def test_mounts_without_names_are_keyed_by_destination_and_others_by_position() 
                       "ports": [{"hostIp": "0.0.0.0", "port": 80}]})
     assert fields["mounts[/var/run/docker.sock].source"] == "/var/run/docker.sock"
     assert fields["ports[0].hostIp"] == "0.0.0.0"
+    images = flatten({"images": [{"container": "web", "tag": "1.4"}]})
+    assert images == {"images[web].container": "web", "images[web].tag": "1.4"}
 
 
 def test_fingerprint_depends_on_content_not_key_order() -> None:

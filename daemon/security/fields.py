@@ -14,8 +14,9 @@ from daemon.core.events import JSONValue
 # is a set (capabilities, verbs, ports) and is sorted, so a reordering is no drift.
 ORDERED_LISTS = frozenset({"command", "args", "entrypoint", "cmd"})
 # What names an item of a list of dicts, in order of preference: `name` (containers,
-# volumes, env), then a mount's destination; items with none are keyed by position.
-IDENTITY_KEYS = ("name", "destination", "target")
+# volumes, env), the container an image entry is for, a mount's destination; items with
+# none are keyed by position.
+IDENTITY_KEYS = ("name", "container", "destination", "target")
 
 
 def flatten(view: Mapping[str, Any]) -> dict[str, JSONValue]:

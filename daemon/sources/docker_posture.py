@@ -48,7 +48,9 @@ class DockerPosture:
     def status(self) -> dict[str, Any]:
         # Ready with the Docker source: its first listing is the posture's first sighting.
         return {"synced": self.source.synced, "tracked": len(self.tracker),
-                "inspecting": len(self._running), "errors": self.errors}
+                "inspecting": len(self._running), "errors": self.errors,
+                # Set: the baseline file could not be loaded; drift is not compared.
+                "baseline_error": self.tracker.baseline.error}
 
     async def run(self) -> None:
         try:
