@@ -286,3 +286,19 @@ async def test_live_kubernetes_privileged_pod_is_found_and_controlled_pods_are_n
     # No NetworkPolicy listed in shop: the live count is 0.
     assert {f["object"] for f in found if f["check"] == "TEST-NO-NETPOL"} >= {
         "kubernetes/namespace/shop"}
+
+
+def test_checks_split_over_processes_find_what_one_process_finds() -> None:
+    from daemon.security.events import view_of
+    from daemon.security.manifests import load_manifests
+    from daemon.security.scan_cli import Scanned, run_checks, security_rules
+    from daemon.settings import load_settings
+
+    ruleset = security_rules([CHECKS], load_settings(None))
+    loaded = load_manifests([str(APP), str(FIXTURES / "broken")])
+    # Each object twice: the copies of one subject are checked on their own in each.
+    scanned = [Scanned("kubernetes", m.obj, view_of("kubernetes", m.obj), "manifest",
+                       m.file, m.line) for m in loaded.objects * 2]
+    serial = [f.as_dict() for f in run_checks(ruleset, scanned, workers=1)]
+    assert len(serial) == 12
+    assert [f.as_dict() for f in run_checks(ruleset, scanned, workers=3)] == serial

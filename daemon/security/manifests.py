@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -88,16 +88,29 @@ class Loaded:
     # Objects of kinds no check reads (Service, ConfigMap, custom resources), by kind.
     unchecked: Counter[str] = field(default_factory=Counter)
     files: int = 0
+    taken: int = 0
+    # Set: each object is handed to it as it is read instead of kept in `objects`, so a
+    # caller keeping only part of it (its view) never holds every raw object at once.
+    sink: Callable[[Manifest], None] | None = None
 
     @property
     def read_any(self) -> bool:
         """Whether anything could be read: an object, or a document of an unchecked kind."""
-        return bool(self.objects or self.unchecked)
+        return bool(self.taken or self.unchecked)
+
+    def take(self, manifest: Manifest) -> None:
+        self.taken += 1
+        if self.sink is not None:
+            self.sink(manifest)
+        else:
+            self.objects.append(manifest)
 
 
-def load_manifests(paths: Sequence[str], stdin: TextIO | None = None) -> Loaded:
-    """Every object in `paths`, in path order, then file order within a directory."""
-    loaded = Loaded()
+def load_manifests(paths: Sequence[str], stdin: TextIO | None = None,
+                   sink: Callable[[Manifest], None] | None = None) -> Loaded:
+    """Every object in `paths`, in path order, then file order within a directory (kept,
+    or handed to `sink` as read)."""
+    loaded = Loaded(sink=sink)
     for entry in paths:
         if entry == STDIN:
             text = stdin.read() if stdin is not None else ""
@@ -135,10 +148,13 @@ def _files(entry: str, loaded: Loaded) -> Iterator[Path]:
 
 
 def _load_text(text: str, file: str, *, json_file: bool, into: Loaded) -> None:
+    last = 0  # the line of the last document taken
     try:
-        taken = list(_compose_all(text))
+        for data, line, items in _compose_all(text):
+            _take(data, items, file, line, into)
+            last = line
     except yaml.YAMLError:
-        if json_file:
+        if json_file and not last:
             # Valid JSON that YAML 1.1 refuses (rare escapes): no line numbers, but read.
             try:
                 data = json.loads(text)
@@ -148,15 +164,15 @@ def _load_text(text: str, file: str, *, json_file: bool, into: Loaded) -> None:
                 return
             _take(data, None, file, 1, into)
             return
-        _load_by_document(text, file, into)
-        return
-    for data, line, items in taken:
-        _take(data, items, file, line, into)
+        _load_by_document(text, file, into, after=last)
 
 
-def _load_by_document(text: str, file: str, into: Loaded) -> None:
-    """After a syntax error: each document on its own, the bad ones reported and skipped."""
+def _load_by_document(text: str, file: str, into: Loaded, after: int) -> None:
+    """After a syntax error: each document past line `after` (those before it were
+    taken) on its own, the bad ones reported and skipped."""
     for offset, segment in _segments(text):
+        if offset + segment.count("\n") < after:
+            continue
         try:
             documents = list(_compose_all(segment))
         except yaml.YAMLError as exc:
@@ -165,6 +181,8 @@ def _load_by_document(text: str, file: str, into: Loaded) -> None:
                                          "document skipped"))
             continue
         for data, line, items in documents:
+            if offset + line <= after:
+                continue
             _take(data, [offset + n for n in items] if items else None, file, offset + line,
                   into)
 
@@ -249,7 +267,7 @@ def _take(data: Any, item_lines: list[int] | None, file: str, line: int,
             into.problems.append(Problem(file, line, f"{kind} without metadata.name; "
                                                      "skipped"))
             return
-        into.objects.append(Manifest(data, file, line))
+        into.take(Manifest(data, file, line))
     elif group not in _BUILTIN_GROUPS or kind in _UNCHECKED_KINDS:
         into.unchecked[kind] += 1
     else:

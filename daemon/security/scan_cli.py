@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
+import multiprocessing
+import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,7 +60,7 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ruleset = security_rules(args.rule_paths or settings.rules.paths, settings)
     # Input problems (message, file, line): SARIF reports them as tool notifications.
     notices: list[tuple[str, str, int]] = []
-    scanned = _manifests(args.paths, err, notices) if args.paths else []
+    scanned = _manifests(args.paths, err, notices, ruleset) if args.paths else []
     scanned.extend(_live(args, settings, err))
     if args.baseline is not None or args.write_baseline is not None:
         drift = _baseline(scanned, args.baseline, args.write_baseline, err)
@@ -113,16 +117,30 @@ def security_rules(paths: Sequence[str | Path], settings: Settings) -> RuleSet:
     return ruleset
 
 
-def _manifests(paths: Sequence[str], err: TextIO,
-               notices: list[tuple[str, str, int]]) -> list[Scanned]:
-    from daemon.security.manifests import load_manifests
+def _manifests(paths: Sequence[str], err: TextIO, notices: list[tuple[str, str, int]],
+               ruleset: RuleSet) -> list[Scanned]:
+    from daemon.security.manifests import Manifest, load_manifests
+
+    # A check reading `object` needs the whole manifest; otherwise only the view and
+    # the names are kept, and each raw object is garbage once its view is made.
+    whole = any(compiled.uses_object for compiled in ruleset.rules)
+    scanned: list[Scanned] = []
+    policies: Counter[str] = Counter()
+
+    def take(manifest: Manifest) -> None:
+        obj = manifest.obj
+        if manifest.kind == "NetworkPolicy":
+            policies[_namespace(obj)] += 1
+        view = view_of("kubernetes", obj)
+        scanned.append(Scanned("kubernetes", obj if whole else _names(obj), view,
+                               "manifest", manifest.file, manifest.line))
 
     # What is loaded lives until the process ends: the cyclic GC walking it again and
     # again while it grows doubled the load time (bench/security_scan.py), so it is off
     # while loading and the result is moved out of its sight (freeze) afterwards.
     gc.disable()
     try:
-        loaded = load_manifests(paths, sys.stdin)
+        loaded = load_manifests(paths, sys.stdin, sink=take)
     finally:
         gc.freeze()
         gc.enable()
@@ -134,18 +152,20 @@ def _manifests(paths: Sequence[str], err: TextIO,
         err.write(f"remedyd scan: not checked (no check reads these kinds): {kinds}\n")
     if not loaded.read_any:
         raise ScanError(f"nothing could be read from {' '.join(paths)}")
-    policies = Counter(_namespace(m.obj) for m in loaded.objects
-                       if m.kind == "NetworkPolicy")
-    scanned = []
-    for manifest in loaded.objects:
-        view = view_of("kubernetes", manifest.obj)
-        if manifest.kind == "Namespace":
+    for item in scanned:
+        if item.obj.get("kind") == "Namespace":
             # Only what is scanned is known: a Namespace with no NetworkPolicy in the
             # set has none as far as this scan can tell.
-            view["networkPolicies"] = policies[_name(manifest.obj)]
-        scanned.append(Scanned("kubernetes", manifest.obj, view, "manifest",
-                               manifest.file, manifest.line))
+            item.view["networkPolicies"] = policies[_name(item.obj)]
     return scanned
+
+
+def _names(obj: dict[str, Any]) -> dict[str, Any]:
+    """What names an object (its subject), without its content."""
+    metadata = obj.get("metadata") or {}
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+            "metadata": {key: metadata[key] for key in ("name", "namespace", "uid")
+                         if key in metadata}}
 
 
 def _live(args: argparse.Namespace, settings: Settings, err: TextIO) -> list[Scanned]:
@@ -197,7 +217,7 @@ def _live(args: argparse.Namespace, settings: Settings, err: TextIO) -> list[Sca
 
 
 def _baseline(scanned: list[Scanned], read: Path | None, write: Path | None,
-              err: TextIO) -> dict[int, tuple[list[dict[str, JSONValue]], str, list[str]]]:
+              err: TextIO) -> Drift:
     """Drift per scanned object (by position): (diff, baseline state, waived checks)
     against `read`; and the scanned objects' fields written to `write`."""
     from daemon.security.baseline import BaselineError, load_baseline, write_baseline
@@ -205,7 +225,7 @@ def _baseline(scanned: list[Scanned], read: Path | None, write: Path | None,
 
     fields = [flatten(item.view) for item in scanned]
     keys = [baseline_key(subject_of(item.platform, item.obj)) for item in scanned]
-    found: dict[int, tuple[list[dict[str, JSONValue]], str, list[str]]] = {}
+    found: Drift = {}
     if read is not None:
         if not read.exists():
             raise ScanError(f"{read}: no such baseline file")
@@ -242,16 +262,64 @@ def _baseline(scanned: list[Scanned], read: Path | None, write: Path | None,
     return found
 
 
-def run_checks(ruleset: RuleSet, scanned: Sequence[Scanned],
-               drift: dict[int, tuple[list[dict[str, JSONValue]], str, list[str]]] | None = None,
-               ) -> list[Finding]:
-    """Every finding on `scanned`. The evaluator decides once per (check, subject): an
-    object whose subject repeats (the same Deployment in two overlays, no uid) goes into
-    a later round, so each copy is checked and located on its own."""
+Drift = dict[int, tuple[list[dict[str, JSONValue]], str, list[str]]]
+# Below this many objects a second process costs more than it saves.
+PARALLEL_FROM = 2000
+
+
+def run_checks(ruleset: RuleSet, scanned: Sequence[Scanned], drift: Drift | None = None,
+               workers: int | None = None) -> list[Finding]:
+    """Every finding on `scanned`, in scan order; split over `workers` processes (default:
+    one per CPU for large scans), since evaluating the checks is CPU-bound and per object."""
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if len(scanned) >= PARALLEL_FROM else 1
+    if workers <= 1:
+        return _evaluate(ruleset, scanned, drift, 0, len(scanned))
+    # fork: the children inherit the rules and the objects, nothing is pickled on the
+    # way in; only their findings come back.
+    context = multiprocessing.get_context("fork")
+    bounds = [len(scanned) * i // workers for i in range(workers + 1)]
+    children = []
+    for lo, hi in itertools.pairwise(bounds[1:]):
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_child, args=(send, ruleset, scanned, drift, lo, hi),
+                                daemon=True)
+        child.start()
+        send.close()
+        children.append((child, receive))
+    findings = _evaluate(ruleset, scanned, drift, bounds[0], bounds[1])
+    for child, receive in children:
+        try:
+            part = receive.recv()
+        except EOFError:
+            part = ScanError(f"a checking process died (exit code {child.exitcode})")
+        child.join()
+        if isinstance(part, BaseException):
+            raise part
+        findings.extend(part)
+    return findings
+
+
+def _child(send: Connection, ruleset: RuleSet, scanned: Sequence[Scanned],
+           drift: Drift | None, lo: int, hi: int) -> None:
+    try:
+        send.send(_evaluate(ruleset, scanned, drift, lo, hi))
+    except Exception as exc:  # handed to the parent, which raises it
+        send.send(ScanError(f"checking objects {lo}-{hi}: {exc!r}"))
+    finally:
+        send.close()
+
+
+def _evaluate(ruleset: RuleSet, scanned: Sequence[Scanned], drift: Drift | None,
+              lo: int, hi: int) -> list[Finding]:
+    """The findings on scanned[lo:hi]. The evaluator decides once per (check, subject):
+    an object whose subject repeats (the same Deployment in two overlays, no uid) goes
+    into a later round, so each copy is checked and located on its own."""
     now = time.time()
     rounds: list[tuple[list[Event], dict[str, tuple[str, int]]]] = []
     placed: dict[str, int] = {}
-    for index, item in enumerate(scanned):
+    for index in range(lo, hi):
+        item = scanned[index]
         changes, state, waived = (drift or {}).get(index, ([], "none", []))
         event = posture_event(item.platform, item.obj, origin=item.origin, view=item.view,
                               drift=changes, baseline=state, waived=waived, now=now,
