@@ -49,6 +49,9 @@ EXPECTED: dict[str, set[str]] = {
     "pod-ephemeral-debug": {"PSS-R-CAPABILITIES", "PSS-R-PRIVILEGE-ESCALATION"},
     "pod-host-path": {"PSS-B-HOSTPATH"},
     "pod-host-port": {"PSS-B-HOST-PORTS"},
+    # The readiness probe sent to another host (here the cloud metadata address).
+    "pod-probe-host": {"PSS-B-PROBE-HOST"},
+    "pod-probe-no-host": set(),
     "pod-apparmor-unconfined": {"PSS-B-APPARMOR"},
     "pod-apparmor-field-unconfined": {"PSS-B-APPARMOR"},
     "pod-apparmor-localhost": set(),
@@ -129,8 +132,8 @@ EXPECTED: dict[str, set[str]] = {
 }
 
 # What the daemon's cache does not keep of a Pod (daemon/kube/trim.py: volume sources
-# other than hostPath): that check cannot see it there.
-TRIM_BLIND = {"PSS-R-VOLUME-TYPES"}
+# other than hostPath, probes and lifecycle hooks): those checks cannot see it there.
+TRIM_BLIND = {"PSS-R-VOLUME-TYPES", "PSS-B-PROBE-HOST"}
 
 
 @pytest.fixture(scope="module")

@@ -229,6 +229,18 @@ CASES: list[tuple[str, Pod, bool, bool]] = [
     ("psa hostProcess false", tweak(lambda p: psc(p).update(
         windowsOptions={"hostProcess": False})), ALLOW, ALLOW),
 
+    # [psa] fixtures_hostProbesAndHostLifecycle.go (1.34)
+    ("psa probe host empty", tweak(lambda p: p["spec"]["containers"][0].update(
+        livenessProbe={"httpGet": {"port": 8080, "host": ""}})), ALLOW, ALLOW),
+    ("psa probe httpGet host", tweak(lambda p: p["spec"]["containers"][0].update(
+        readinessProbe={"httpGet": {"port": 8080, "host": "bad.host"}})), DENY, DENY),
+    ("psa probe tcpSocket host initContainer", tweak(lambda p: p["spec"]["initContainers"][0]
+                                                     .update(startupProbe={"tcpSocket": {
+                                                         "port": 8080, "host": "bad.host"}})),
+     DENY, DENY),
+    ("psa lifecycle httpGet host", tweak(lambda p: p["spec"]["containers"][0].update(
+        lifecycle={"postStart": {"httpGet": {"port": 8080, "host": "bad.host"}}})), DENY, DENY),
+
     # --- restricted controls ---------------------------------------------------------
     # [psa] fixtures_allowPrivilegeEscalation.go (Windows Pods exempt from 1.25)
     ("psa allowPrivilegeEscalation unset", tweak(

@@ -37,6 +37,7 @@ _CONTAINER_LISTS = (("containers", "container"), ("initContainers", "initContain
                     ("ephemeralContainers", "ephemeralContainer"))
 # CIS Kubernetes 5.4.1: env var names that say they hold a credential.
 _SECRET_NAME = re.compile(r"password|secret|token|key", re.IGNORECASE)
+_PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 _RULE_FIELDS = ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs")
 
 
@@ -144,6 +145,7 @@ def _workload(metadata: Obj, spec: Obj) -> dict[str, JSONValue]:
                 "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
                 "hostPorts": _host_ports(container.get("ports")),
                 "secretEnv": _secret_env(container.get("env")),
+                "probeHosts": _probe_hosts(container),
                 "seLinux": _selinux(sc.get("seLinuxOptions") or context.get("seLinuxOptions")),
                 "windowsHostProcess": _bool_or_none(
                     pod_windows if windows is None else windows),
@@ -211,6 +213,22 @@ def _host_ports(value: Any) -> list[JSONValue]:
         if isinstance(host, int) and not isinstance(host, bool) and host:
             ports.append(host)
     return ports
+
+
+def _probe_hosts(container: Obj) -> list[JSONValue]:
+    """The hosts a probe or lifecycle hook sends to (PSS baseline, 1.34: none may be set,
+    or the kubelet would reach other hosts on the Pod's behalf)."""
+    handlers = [container.get(probe) for probe in _PROBES]
+    lifecycle = _map(container.get("lifecycle"))
+    handlers += [lifecycle.get("postStart"), lifecycle.get("preStop")]
+    hosts: list[JSONValue] = []
+    for handler in handlers:
+        if isinstance(handler, Mapping):
+            for action in ("httpGet", "tcpSocket"):
+                host = _map(handler.get(action)).get("host")
+                if host:
+                    hosts.append(str(host))
+    return hosts
 
 
 def _secret_env(value: Any) -> list[JSONValue]:
