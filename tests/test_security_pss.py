@@ -270,6 +270,11 @@ CASES: list[tuple[str, Pod, bool, bool]] = [
     ("psa runAsUser 1000", tweak(lambda p: psc(p).update(runAsUser=1000)), ALLOW, ALLOW),
     ("psa runAsUser 0 hostUsers false", tweak(lambda p: (
         psc(p).update(runAsUser=0), p["spec"].update(hostUsers=False))), ALLOW, ALLOW),
+    # [psa] check_seccompProfile_restricted.go: from 1.19 only the fields count; the
+    # deprecated annotation no longer confines anything (the kubelet ignores it).
+    ("psa seccomp annotation only", tweak(lambda p: (
+        psc(p).pop("seccompProfile"), p["metadata"].update(annotations={
+            "seccomp.security.alpha.kubernetes.io/pod": "runtime/default"}))), ALLOW, DENY),
     # [psa] fixtures_seccompProfile_restricted.go
     ("psa seccomp pod Localhost", tweak(lambda p: psc(p).update(
         seccompProfile={"type": "Localhost", "localhostProfile": "testing"})), ALLOW, ALLOW),

@@ -32,22 +32,20 @@ RESTRICTED_VOLUME_TYPES: frozenset[str] = frozenset({
 SELINUX_TYPES: tuple[str, ...] = (
     "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t")
 
-# Profile types of the securityContext fields; the deprecated annotations' values map
-# onto them.
+# Profile types of the securityContext fields; the deprecated AppArmor annotation's
+# values map onto them.
 RUNTIME_DEFAULT = "RuntimeDefault"
 LOCALHOST = "Localhost"
 UNCONFINED = "Unconfined"
 
 APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
-SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"
-SECCOMP_CONTAINER_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io/"
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 
 
 def annotation_profile(value: str) -> str:
-    """The profile type a deprecated seccomp or AppArmor annotation value means; any other
-    value is kept as written, so a check still sees it is none of the allowed ones."""
-    if value in ("runtime/default", "docker/default"):
+    """The profile type a deprecated AppArmor annotation value means; any other value is
+    kept as written, so a check still sees it is none of the allowed ones."""
+    if value == "runtime/default":
         return RUNTIME_DEFAULT
     if value.startswith("localhost/"):
         return LOCALHOST

@@ -91,9 +91,9 @@ def _workload(metadata: Obj, spec: Obj) -> dict[str, JSONValue]:
     """The Pod part of a pod-bearing object's view, from its (template's) metadata and spec."""
     annotations = _map(metadata.get("annotations"))
     context = _map(spec.get("securityContext"))
+    # Only the fields: the kubelet ignores the seccomp annotations since 1.27, and Pod
+    # Security admission reads only the fields from 1.19 (AppArmor's still count).
     pod_seccomp = _profile(context.get("seccompProfile"))
-    if pod_seccomp is None and pss.SECCOMP_POD_ANNOTATION in annotations:
-        pod_seccomp = pss.annotation_profile(str(annotations[pss.SECCOMP_POD_ANNOTATION]))
     pod_apparmor = _profile(context.get("appArmorProfile"))
     pod_selinux = _selinux(context.get("seLinuxOptions"))
     pod_windows = _map(context.get("windowsOptions")).get("hostProcess")
@@ -121,9 +121,7 @@ def _workload(metadata: Obj, spec: Obj) -> dict[str, JSONValue]:
             caps = _map(sc.get("capabilities"))
             seccomp = _profile(sc.get("seccompProfile"))
             if seccomp is None:
-                key = pss.SECCOMP_CONTAINER_ANNOTATION + name
-                seccomp = (pss.annotation_profile(str(annotations[key]))
-                           if key in annotations else pod_seccomp)
+                seccomp = pod_seccomp
             apparmor = _profile(sc.get("appArmorProfile"))
             if apparmor is None:
                 value = annotations.get(pss.APPARMOR_ANNOTATION + name)
