@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from daemon.core.events import Event, JSONValue
+from daemon.core.events import Event, JSONValue, Ref
 from daemon.security.baseline import Baseline
 from daemon.security.tracker import BaselineUnavailable, PostureTracker
+from daemon.sources.docker_posture import DockerPosture
 from daemon.telemetry.metrics import Metrics
 
 KEY = "docker/container/web"
@@ -140,3 +142,69 @@ def test_an_unusable_baseline_compares_nothing_and_refuses_accepts() -> None:
     assert event.attributes["drift"] == [] and bed.drift_records() == []
     with pytest.raises(BaselineUnavailable, match="not JSON"):
         bed.tracker.accept(KEY)
+
+
+# -- the Docker posture feeding the tracker -------------------------------------------------
+
+class FakeSource:
+    synced = True
+
+    def __init__(self) -> None:
+        self.observers: list[Any] = []
+        self.inspected: list[Any] = []
+
+    def observe(self, callback: Any) -> None:
+        self.observers.append(callback)
+
+    def on_inspected(self, callback: Any) -> None:
+        self.inspected.append(callback)
+
+
+class FakeClient:
+    """Inspects that wait until released, so a test decides what happens meanwhile."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls: list[str] = []
+
+    async def inspect(self, cid: str) -> dict[str, Any]:
+        self.calls.append(cid)
+        await self.release.wait()
+        if cid == "broken":
+            raise OSError("connection reset")
+        return {"Id": cid, "Name": f"/{cid}", "HostConfig": {"CapAdd": ["SYS_ADMIN"]}}
+
+
+def docker(action: str, cid: str) -> Event:
+    return Event(source="docker", kind="container", action=action,
+                 subject=Ref(source="docker", kind="container", name=cid, id=cid),
+                 id=f"{action}:{cid}", occurred_at=0.0, observed_at=0.0)
+
+
+async def test_inspects_run_aside_coalesce_and_a_destroyed_container_stays_gone() -> None:
+    bed = Bed()
+    source, client = FakeSource(), FakeClient()
+    posture = DockerPosture(source, client, bed.tracker, bed.metrics)  # type: ignore[arg-type]
+    (observe,) = source.observers
+    for action in ("create", "start", "update"):
+        observe(docker(action, "web"))  # returns at once: the inspect is a task
+    observe(docker("start", "broken"))
+    observe(docker("start", "doomed"))
+    observe(docker("destroy", "doomed"))
+    assert client.calls == [] and posture.status()["inspecting"] == 3
+    client.release.set()
+    for _ in range(100):
+        if not posture.status()["inspecting"]:
+            break
+        await asyncio.sleep(0.01)
+    # create, then one more for the start and update that came meanwhile
+    assert client.calls.count("web") == 2
+    assert bed.tracker.tracked("docker/container/web") is not None
+    assert bed.tracker.tracked("docker/container/doomed") is None
+    assert posture.errors == 1
+    assert bed.metric("remedyd_security_inspect_errors_total") == 1
+    (listed,) = source.inspected
+    listed({"Id": "doomed", "Name": "/doomed"})  # a listing racing the destroy
+    assert bed.tracker.tracked("docker/container/doomed") is None
+    listed({"Id": "other", "Name": "/other"})
+    assert bed.events[-1].attributes["origin"] == "list"
