@@ -421,14 +421,16 @@ class SecuritySettings(_Group):
     """Security posture: checks (`source: security` rules) over what Docker and Kubernetes
     run, and drift from an approved baseline."""
 
-    # "auto": on where a `source: security` rule is loaded and Docker or Kubernetes is on.
+    # "auto": on where Docker or Kubernetes is on (rules may be loaded later; with none,
+    # the tracker only keeps the baseline).
     enabled: bool | Literal["auto"] = "auto"
     # The baseline of security-relevant fields per object: read at start (written by
     # `remedyd scan --write-baseline` or by an earlier run), kept up to date (first
-    # sightings, accepted changes), so it survives a restart.
+    # sightings, accepted changes), so it survives a restart. Unset, the daemon keeps it
+    # beside the [audit] path (daemon/integrations/security.py), var/ by default.
     baseline: Path = Path("var/security-baseline.json")
     # Capture an object never seen before as its own baseline (false: only objects in the
-    # baseline file are compared; others are reported as `unbaselined` drift).
+    # baseline file are compared; others carry `baseline: "none"` and no drift).
     learn: bool = True
     # Overrides of the security rules' `params` by name (allow-lists, policy switches),
     # so the bundled pack is tuned here rather than edited.
