@@ -119,7 +119,7 @@ def test_the_readme_compose_example_is_valid_and_as_hardened_as_the_file() -> No
     shipped = compose()["services"]["remedyd"]
     remedyd = example["services"]["remedyd"]
     for key in ("user", "group_add", "read_only", "tmpfs", "cap_drop", "security_opt",
-                "command", "ports"):
+                "mem_limit", "pids_limit", "command", "ports"):
         assert remedyd[key] == shipped[key], key
     targets = {v.split(":")[1]: v for v in remedyd["volumes"]}
     assert targets.keys() == {v.split(":")[1] for v in shipped["volumes"]}
