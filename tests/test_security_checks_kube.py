@@ -334,3 +334,10 @@ def test_a_pod_view_costs_well_under_100_microseconds() -> None:
             kube_view(pod)
         runs.append((time.perf_counter() - start) / 1000)
     assert statistics.median(runs) < 100e-6, runs
+
+
+def test_a_workload_carries_its_pods_labels_which_network_policies_select() -> None:
+    deployment = load("deployment-hardened")
+    deployment["metadata"]["labels"] = {"app": "web", "release": "2026.11"}
+    deployment["spec"]["template"]["metadata"]["labels"] = {"app": "web", "tier": "front"}
+    assert kube_view(deployment)["labels"] == {"app": "web", "tier": "front"}

@@ -58,7 +58,10 @@ def kube_view(obj: Obj) -> dict[str, JSONValue]:
         for key in _TEMPLATE_PATHS[kind]:
             template = _map(template).get(key)
         template = _map(template)
-        view.update(_workload(_map(template.get("metadata")), _map(template.get("spec"))))
+        pod_metadata = _map(template.get("metadata"))
+        # The Pods' labels, which NetworkPolicies select on, not the controller's own.
+        view["labels"] = _strings(pod_metadata.get("labels"))
+        view.update(_workload(pod_metadata, _map(template.get("spec"))))
     elif kind == "Namespace":
         labels = view["labels"]
         enforce = labels.get(pss.ENFORCE_LABEL, "") if isinstance(labels, dict) else ""
