@@ -127,11 +127,24 @@ def test_the_readme_compose_example_is_valid_and_as_hardened_as_the_file() -> No
     assert example["services"]["app"]["labels"] == {"remedyd.enable": "true"}
 
 
-def test_the_readme_rule_on_compose_labels_loads(tmp_path: Path) -> None:
+
+def test_the_readme_rule_on_compose_labels_acts_on_its_service_only(tmp_path: Path) -> None:
     from daemon.actions.params import ACTIONS
+    from daemon.engine.evaluator import Evaluator
     from daemon.engine.ruleset import load_ruleset
+    from tests.rulekit import docker_event
 
     (tmp_path / "compose.yaml").write_text(readme_compose_blocks()[1])
     ruleset, errors = load_ruleset([str(tmp_path)], ACTIONS)
     assert errors == []
-    assert [c.rule.name for c in ruleset.rules] == ["restart-unhealthy-minio"]
+    evaluator = Evaluator(ruleset)
+
+    def decided(container: str, **labels: str) -> bool:
+        event = docker_event("health_status: unhealthy", container=container, **labels)
+        return bool(evaluator.evaluate(event, 0.0))
+
+    lake = {"com.docker.compose.project": "lake"}
+    assert decided("a" * 64, **lake, **{"com.docker.compose.service": "minio"})
+    assert not decided("b" * 64, **lake, **{"com.docker.compose.service": "postgres"})
+    assert not decided("c" * 64)  # not started by Compose
+    assert evaluator.problems == []

@@ -105,7 +105,8 @@ rules:
   - name: restart-minio
     source: docker
     when: >-
-      {UNHEALTHY} && event.attributes["com.docker.compose.project"] == "lake"
+      {UNHEALTHY} && "com.docker.compose.service" in event.attributes
+      && event.attributes["com.docker.compose.project"] == "lake"
       && event.attributes["com.docker.compose.service"] == "minio"
     actions:
       - docker.restart: {{timeout: 1s}}
