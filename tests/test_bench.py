@@ -73,6 +73,15 @@ def test_security_live_benchmark_times_each_containers_finding(
     assert "start  -> notification" in out
 
 
+def test_security_scan_benchmark_reports_seconds_and_peak_rss(tmp_path: Path) -> None:
+    out, data = run_bench(tmp_path, "security_scan.py", "--pods", "30", "--runs", "1")
+    for layout in ("multi", "files"):
+        result = data["results"][layout]
+        assert result["objects"] == 30 and result["findings"] > 0
+        assert result["seconds"]["median"] > 0 and result["peak_rss_mib"]["median"] > 0
+    assert "files: 30 Pods" in out
+
+
 @pytest.mark.parametrize("script", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
 def test_benchmarks_import_nothing_from_tests_but_the_kubernetes_test_bed(script: Path) -> None:
     # bench/ is a folder of scripts, not a package: no relative imports to miss here.

@@ -303,31 +303,32 @@ def _construct(loader: Any, node: yaml.Node) -> Any:
     manifest is mappings, sequences and strings, built here directly; other scalars go
     through the loader's own constructors, and what this walk does not handle (merge
     keys, a structure that contains itself) through the loader's whole construction."""
-    constructors = loader.yaml_constructors
-
-    def build(node: yaml.Node) -> Any:
-        if type(node) is yaml.ScalarNode:
-            if node.tag == _STR:
-                return node.value
-            return constructors[node.tag](loader, node)
-        if type(node) is yaml.MappingNode:
-            out = {}
-            for key, value in node.value:
-                if key.tag == _MERGE:
-                    raise _Unusual
-                built = build(key)
-                if not isinstance(built, Hashable):
-                    raise _Unusual  # the loader names the problem
-                out[built] = build(value)
-            return out
-        if type(node) is yaml.SequenceNode:
-            return [build(item) for item in node.value]
-        raise _Unusual
-
     try:
-        return build(node)
+        return _build(loader, loader.yaml_constructors, node)
     except (_Unusual, KeyError, RecursionError):
         return loader.construct_document(node)
+
+
+# A module function, not a closure: a recursive closure is a reference cycle, and with
+# the GC off while loading each one kept its loader (and its file's text) alive.
+def _build(loader: Any, constructors: dict[str, Any], node: yaml.Node) -> Any:
+    if type(node) is yaml.ScalarNode:
+        if node.tag == _STR:
+            return node.value
+        return constructors[node.tag](loader, node)
+    if type(node) is yaml.MappingNode:
+        out = {}
+        for key, value in node.value:
+            if key.tag == _MERGE:
+                raise _Unusual
+            built = _build(loader, constructors, key)
+            if not isinstance(built, Hashable):
+                raise _Unusual  # the loader names the problem
+            out[built] = _build(loader, constructors, value)
+        return out
+    if type(node) is yaml.SequenceNode:
+        return [_build(loader, constructors, item) for item in node.value]
+    raise _Unusual
 
 
 class _Unusual(Exception):
