@@ -281,3 +281,62 @@ def test_a_pod_without_host_ports_or_secrets_in_env_does_not_grow() -> None:
     for container in trimmed["spec"]["containers"]:
         assert set(container) <= {"name", "image", "securityContext"}
     assert "ephemeralContainers" not in trimmed["spec"]
+
+
+# -- one copy of what the replicas of a listing have in common -------------------------------
+
+def replicas(count: int) -> list[dict[str, Any]]:
+    """Pods of one ReplicaSet, as listed: each with its own name, uid and token volume."""
+    out = []
+    for i in range(count):
+        pod = variant("pod", str(900 + i), name=f"web-{i}", uid=f"uid-{i}")
+        pod["spec"]["volumes"][2]["name"] = f"kube-api-access-{i:05x}"
+        out.append(pod)
+    return out
+
+
+def test_the_replicas_of_a_listing_share_their_equal_parts_and_stay_what_trim_makes() -> None:
+    from daemon.kube.cache import trim_listed
+    from daemon.kube.trim import Canon
+
+    raws = replicas(3)
+    canon = Canon()
+    listed = [trim_listed(copy.deepcopy(raw), "Pod", "v1", canon) for raw in raws]
+    assert listed == [trim(raw) for raw in raws]
+    first, second, _ = listed
+    for path in ("spec.containers", "spec.securityContext", "metadata.labels",
+                 "metadata.ownerReferences", "spec.volumes.0", "spec.volumes.1"):
+        assert at(first, path) is at(second, path), path
+    # Each its own: the volume list (a token volume of its own), status, name.
+    assert first["spec"]["volumes"] is not second["spec"]["volumes"]
+    assert at(first, "spec.volumes.2") != at(second, "spec.volumes.2")
+    assert first["status"] is not second["status"]
+    # Cached, then updated by a watch event: the update keeps what it did not change.
+    from daemon.kube.watchdecode import decoder
+
+    cache = Cache()
+    cache.replace("Pod", listed, trimmed=True)
+    update = variant("pod", "999", name="web-0", uid="uid-0")
+    update["spec"]["volumes"][2]["name"] = "kube-api-access-00000"
+    update["status"]["phase"] = "Failed"
+    pods = decoder("Pod")
+    assert pods is not None
+    event = pods(json.dumps({"type": "MODIFIED", "object": update}).encode())
+    assert event is not None
+    change = cache.apply_trimmed(event)
+    assert change is not None and change.new is not None
+    assert change.new["spec"]["containers"] is second["spec"]["containers"]
+    assert change.new["status"]["phase"] == "Failed"
+
+
+def test_values_equal_in_python_but_not_in_json_are_not_shared() -> None:
+    from daemon.kube.cache import trim_listed
+    from daemon.kube.trim import Canon
+
+    raws = replicas(3)
+    for raw, user in zip(raws, (1, 1.0, True), strict=True):
+        raw["spec"]["securityContext"] = {"runAsUser": user}
+    canon = Canon()
+    listed = [trim_listed(raw, "Pod", "v1", canon) for raw in raws]
+    got = [pod["spec"]["securityContext"]["runAsUser"] for pod in listed]
+    assert [type(value) for value in got] == [int, float, bool]

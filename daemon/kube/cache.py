@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.kube.trim import TrimError, describe, trim
+from daemon.kube.trim import Canon, TrimError, describe, trim
 from daemon.kube.watchdecode import Digests, Trimmed
 
 Key = tuple[str, str, str]  # (kind, namespace, name); a Node's namespace is ""
@@ -168,15 +168,17 @@ class Cache:
                 del self._children[owner]  # type: ignore[arg-type]
 
 
-def trim_listed(raw: Any, kind: str, api_version: str | None) -> dict[str, Any]:
-    """A list item of `kind`, trimmed as the cache keeps it (trimming again changes nothing)."""
+def trim_listed(raw: Any, kind: str, api_version: str | None,
+                canon: Canon | None = None) -> dict[str, Any]:
+    """A list item of `kind`, trimmed as the cache keeps it (trimming again changes nothing);
+    with `canon` (one per listing), sharing the parts equal to other items'."""
     # A list's items carry no kind or apiVersion of their own (kubectl adds them).
     if isinstance(raw, dict) and ("kind" not in raw or "apiVersion" not in raw):
         raw = {"kind": kind, "apiVersion": api_version, **raw}
     new = trim(raw)
     if new["kind"] != kind:
         raise TrimError(f"{describe(raw)}: listed as a {kind}")
-    return new
+    return new if canon is None else canon(new)
 
 
 def controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -188,6 +188,48 @@ def trim(obj: Any) -> dict[str, Any]:
     return out
 
 
+class Canon:
+    """One copy of the parts that are equal across the objects of one listing.
+
+    The replicas of a Deployment have the same containers, security context, labels and
+    owner reference, each built again per Pod by a list's decode and trim: ten thousand
+    Pods hold ten thousand equal copies. Each dict or list directly under metadata and
+    spec of a listed object is replaced by the first equal one the listing saw (equal as
+    JSON, so 1, 1.0 and true stay apart), item by item for a list that differs as a
+    whole (a Pod's volumes: its token volume's name is its own). Safe because cached
+    objects are never changed in place (see share()); a watch update keeps what it
+    shares with its object's cached version, so the sharing lasts until a part changes.
+    Kept for one listing only: nothing outlives the objects that use it.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, Any] = {}
+
+    def __call__(self, obj: dict[str, Any]) -> dict[str, Any]:
+        seen = self._seen
+        for part in ("metadata", "spec"):
+            fields = obj.get(part)
+            if type(fields) is not dict:
+                continue
+            for key, value in fields.items():
+                kind = type(value)
+                if (kind is not dict and kind is not list) or not value:
+                    continue
+                text = _encode(value)
+                found = seen.get(text)
+                if found is None:
+                    seen[text] = value
+                    if kind is list:
+                        for i, item in enumerate(value):
+                            if type(item) is dict:
+                                value[i] = seen.setdefault(_encode(item), item)
+                else:
+                    fields[key] = found
+        return obj
+
+
 def describe(obj: Any) -> str:
     """kind namespace/name of a raw object, for error messages."""
     if not isinstance(obj, dict):

@@ -40,7 +40,7 @@ from daemon.clients.kubernetes import (
 from daemon.core.events import Event
 from daemon.kube.cache import Cache, Change, controller_ref, trim_listed
 from daemon.kube.transitions import transitions
-from daemon.kube.trim import TrimError
+from daemon.kube.trim import Canon, TrimError
 from daemon.kube.watchdecode import Trimmed
 from daemon.telemetry.metrics import Metrics
 
@@ -411,7 +411,8 @@ class _Informer:
             # Trimmed page by page: a whole list of raw objects would be held at once.
             items, version = await self.source.client.list(
                 self.resource, scope.namespace, self.source._selector,
-                transform=functools.partial(trim_listed, kind=kind, api_version=api_version),
+                transform=functools.partial(trim_listed, kind=kind, api_version=api_version,
+                                            canon=Canon()),
                 field_selector=scope.field_selector)
         except TrimError as exc:
             raise KubeUnavailable(f"list {self.resource.plural}: {exc}") from None
