@@ -97,11 +97,10 @@ class Daemon:
         self.executor.insert_guard(FlappingGuard(), before="superseded")
         self.state_hooks: list[Callable[[StateChange], None]] = []
         self._plug_integrations()
-        if settings.docker.scope == "labelled":  # before dry_run: say so even in a dry run
-            self.executor.insert_guard(ScopeGuard(), before="dry_run")
-            if self.integrations["docker"].on:
-                log.info("[docker] scope = labelled: only containers labelled %s=true are "
-                         "restarted, stopped, killed or paused", SCOPE_LABEL)
+        if settings.docker.scope == "labelled" and self.integrations["docker"].on:
+            self.executor.insert_guard(ScopeGuard(), before="dry_run")  # said even in dry run
+            log.info("[docker] scope = labelled: only containers labelled %s=true are "
+                     "restarted, stopped, killed or paused", SCOPE_LABEL)
         # Ladders: a verification hears the rule's state resolving and the subject's events.
         self.ladder = Ladder(self.executor, prometheus=self._verify_prometheus(),
                              notify_url=settings.notify.webhook_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -69,7 +70,9 @@ async def verdict(event: Event, *actions: Action) -> tuple[str, str]:
 async def test_the_inspected_labels_decide_and_the_inspect_is_shared() -> None:
     restart = FakeRestart(inspect({"remedyd.enable": "true"}))
     ctx = context(docker_event("health_status: unhealthy"), restart)
-    assert (await ScopeGuard().check(ctx)).verdict == "ok"
+    assert (await ScopeGuard().check(ctx)).as_record() == {
+        "guard": "scope", "verdict": "ok", "reason": "container web is labelled "
+                                                     "remedyd.enable=true"}
     await ctx.observe(restart)  # what superseded and preflight ask next
     assert restart.observed == 1
     assert await verdict(docker_event("health_status: unhealthy"),
@@ -103,3 +106,21 @@ async def test_notifications_are_not_scoped_but_a_plan_that_also_changes_is() ->
     event = docker_event("health_status: unhealthy")
     assert await verdict(event, FakeNotify(None)) == ("ok", "")
     assert (await verdict(event, unlabelled, FakeNotify(None)))[0] == "refuse"
+
+
+async def test_the_chain_has_the_guard_only_with_docker_on_and_scope_labelled(
+        tmp_path: Path) -> None:
+    from daemon.app import Daemon
+    from daemon.settings import Settings
+
+    def guards(docker: bool, scope: str) -> list[str]:
+        daemon = Daemon(Settings(
+            docker={"enabled": docker, "url": "unix:///nonexistent.sock", "scope": scope},
+            audit={"path": str(tmp_path / "audit.jsonl")}))
+        return [g.name for g in daemon.executor.guards]
+
+    labelled = guards(True, "labelled")
+    assert labelled.index("scope") == labelled.index("dry_run") - 1
+    assert "scope" not in guards(True, "all")
+    # A Kubernetes-only daemon's records carry no Docker guard.
+    assert "scope" not in guards(False, "labelled")

@@ -25,6 +25,7 @@ class ScopeGuard(BaseGuard):
     name = "scope"
 
     async def check(self, ctx: GuardContext) -> GuardResult:
+        changes = False
         for spec in ctx.plan:
             action = ctx.actions.get(spec.name)
             if action is None or not action.mutating or CONTAINER not in action.applies_to:
@@ -38,6 +39,10 @@ class ScopeGuard(BaseGuard):
             if not opted_in(labels):
                 return self.refuse(f"out of scope: container {name} is not labelled "
                                    f"{SCOPE_LABEL}=true ([docker] scope = labelled)")
+            changes = True
+        if changes:  # the record says why a change was let by
+            return GuardResult(self.name, "ok", f"container {ctx.decision.target.name} is "
+                               f"labelled {SCOPE_LABEL}=true")
         return self.ok()
 
     async def _labels(self, ctx: GuardContext,
