@@ -50,7 +50,8 @@ def cached_chain() -> Cache:
 KEPT = {
     "pod": ["metadata.ownerReferences.0.uid", "metadata.labels.pod-template-hash",
             "spec.nodeName", "spec.containers.1.image", "spec.containers.0.securityContext",
-            "spec.volumes.1.hostPath.path", "status.phase", "status.conditions.1.status",
+            "spec.volumes.1.hostPath.path", "spec.volumes.2.projected", "status.phase",
+            "status.conditions.1.status",
             "status.containerStatuses.0.restartCount", "status.containerStatuses.0.state",
             "status.containerStatuses.0.lastState", "status.containerStatuses.1.ready",
             "status.containerStatuses.1.started"],
@@ -67,7 +68,8 @@ KEPT = {
 }
 DROPPED = {
     "pod": ["spec.containers.0.env", "spec.containers.0.livenessProbe",
-            "spec.containers.0.resources", "spec.tolerations", "spec.volumes.2.projected",
+            "spec.containers.0.resources", "spec.tolerations",
+            "spec.volumes.2.projected.sources",
             "status.podIP"],
     # Nothing reads a cached ReplicaSet's template: a rollback lists them fresh.
     "replicaset": ["spec.template"],
@@ -340,3 +342,18 @@ def test_values_equal_in_python_but_not_in_json_are_not_shared() -> None:
     listed = [trim_listed(raw, "Pod", "v1", canon) for raw in raws]
     got = [pod["spec"]["securityContext"]["runAsUser"] for pod in listed]
     assert [type(value) for value in got] == [int, float, bool]
+
+
+def test_a_pods_volume_kinds_are_kept_without_what_they_mount() -> None:
+    from daemon.security.events import view_of
+
+    pod = load("pod")
+    pod["spec"]["volumes"].append({"name": "share", "nfs": {"server": "nfs.example",
+                                                           "path": "/exports"}})
+    trimmed = trim(pod)
+    assert trimmed["spec"]["volumes"][-1] == {"name": "share", "nfs": {}}
+    assert trimmed["spec"]["volumes"][0] == {"name": "config", "configMap": {}}
+    # What the checks read of them is what they read of the Pod as the API gives it.
+    for key in ("volumeTypes", "hostPathVolumes"):
+        assert view_of("kubernetes", trimmed)["pod"][key] == (
+            view_of("kubernetes", pod)["pod"][key]), key

@@ -232,3 +232,18 @@ def test_odd_env_and_ports_cache_what_trimming_caches(mutate: Any) -> None:
     got = pair.apply(odd)
     assert got is not None and got.new is not None
     assert "x" not in json.dumps(got.new["spec"]["containers"][0].get("env"))
+
+
+@pytest.mark.parametrize("volumes", [
+    [{"name": "x", "nfs": "weird"}, "not-a-volume", {"name": "y", "hostPath": None}],
+    [{"name": "share", "nfs": {"server": "nfs.example", "path": "/x"}},
+     {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
+    {"name": "not-a-list"},
+])
+def test_odd_volumes_cache_what_trimming_caches(volumes: Any) -> None:
+    pod = load("pod")
+    pair = Pair()
+    pair.apply(pod, "ADDED")
+    odd = bump(pod, 900_001)
+    odd["spec"]["volumes"] = volumes
+    pair.apply(odd)

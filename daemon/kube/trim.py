@@ -94,6 +94,29 @@ def _redacted(env: dict[str, Any]) -> dict[str, Any]:
     return {"name": env["name"], "value": ""}
 
 
+# A Pod's volumes: their name, a hostPath whole (its path is checked), and the kind of
+# every other source as an empty mapping: the restricted Pod Security Standard allows
+# only some kinds (nfs, iscsi, gitRepo... are refused), and what they mount is nothing
+# remedyd reads.
+VOLUME_SOURCES = (
+    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap",
+    "csi", "downwardAPI", "emptyDir", "ephemeral", "fc", "flexVolume", "flocker",
+    "gcePersistentDisk", "gitRepo", "glusterfs", "image", "iscsi", "nfs",
+    "persistentVolumeClaim", "photonPersistentDisk", "portworxVolume", "projected",
+    "quobyte", "rbd", "scaleIO", "secret", "storageos", "vsphereVolume")
+
+
+def _any_volume(volume: dict[str, Any]) -> bool:
+    return True
+
+
+def _volume_kinds(volume: dict[str, Any]) -> dict[str, Any]:
+    return {key: value if key in ("name", "hostPath") else {} for key, value in volume.items()}
+
+
+_VOLUME = Only({"name": None, "hostPath": None, **dict.fromkeys(VOLUME_SOURCES)},
+               _any_volume, _volume_kinds)
+
 _CONTAINER: Spec = {
     "name": None, "image": None, "securityContext": None,
     "ports": Only({"containerPort": None, "hostPort": None, "protocol": None}, _host_port),
@@ -130,7 +153,7 @@ SPECS: dict[str, dict[str, Spec]] = {
             "securityContext": None,
             "containers": _CONTAINER, "initContainers": _CONTAINER,
             "ephemeralContainers": _CONTAINER,
-            "volumes": {"name": None, "hostPath": None},
+            "volumes": _VOLUME,
         },
         "status": {
             "phase": None, "reason": None, "message": None, "startTime": None,
