@@ -99,8 +99,10 @@ def sink() -> Iterator[Sink]:
         yield receiver
 
 
-def started_at(docker_host: str, cid: str) -> float:
-    return rfc3339_to_ns(docker_inspect(docker_host, cid)["State"]["StartedAt"]) / 1e9
+def created_and_started(docker_host: str, cid: str) -> tuple[float, float]:
+    inspect = docker_inspect(docker_host, cid)
+    return (rfc3339_to_ns(inspect["Created"]) / 1e9,
+            rfc3339_to_ns(inspect["State"]["StartedAt"]) / 1e9)
 
 
 def baselined(daemon: DaemonProcess, name: str) -> dict[str, Any] | None:
@@ -149,10 +151,14 @@ def test_findings_within_a_second_once_each_then_drift_accepted_from_the_cli(
         latency = {}
         for key, check in expected.items():
             at, body = sink.first(check, names[key])
-            latency[key] = at - started_at(docker_host, started[key])
+            created, start = created_and_started(docker_host, started[key])
+            # The create's inspect already shows it: notified before or around the start;
+            # measured from the create, the stricter of the two.
+            latency[key] = (round(at - created, 3), round(at - start, 3))
             assert body["security"]["remediation"] == "fix it"
             assert body["event"]["attributes"]["origin"] == "live"
-        assert all(value < 1.0 for value in latency.values()), latency
+        print(f"create -> notification, start -> notification (s): {latency}")  # with -s
+        assert all(max(value) < 1.0 for value in latency.values()), latency
         # The hardened container was seen before these, and finds nothing.
         assert [b for b in sink.bodies if b["target"]["name"] == names["hard"]] == []
         # The opt-in response: the socket-mounting container is stopped, and audited.
