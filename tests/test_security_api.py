@@ -3,18 +3,22 @@ needs the bearer token and resolves the finding at once."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.core.events import Event
 from daemon.engine.evaluator import Evaluator
 from daemon.http.server import build_app
-from daemon.security.api import CurrentFindings, security_routes
+from daemon.security.api import CurrentFindings, parse_accept, security_routes
 from daemon.security.baseline import Baseline
 from daemon.security.tracker import PostureTracker
 from daemon.telemetry.metrics import Metrics
@@ -239,3 +243,23 @@ async def test_the_cli_says_why_the_daemon_refused(
     assert code == 1 and "not the daemon's [server] api_token" in err
     code, _, err = await cli(client, tmp_path, None, "accept", "web")
     assert code == 1 and "no [server] api_token" in err
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                     | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.sampled_from(["object", "checks", "reason", "by", "x"]),
+                                       inner, max_size=5), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=64), _JSON.map(lambda doc: json.dumps(doc).encode())))
+def test_any_body_is_taken_or_a_400_naming_a_field(body: bytes) -> None:
+    parsed = parse_accept(body)
+    if isinstance(parsed, web.Response):
+        assert parsed.status == 400
+        assert json.loads(parsed.text or "{}")["field"] in (
+            "body", "object", "checks", "reason", "by", "x")
+    else:
+        assert isinstance(parsed["object"], str) and parsed["object"]
+        assert all(isinstance(c, str) for c in parsed["checks"])

@@ -79,7 +79,8 @@ class CurrentFindings:
         return sorted(self._firing.values(), key=lambda f: (f["object"], f["check"]))
 
 
-def _accept_request(body: bytes) -> dict[str, Any] | web.Response:
+def parse_accept(body: bytes) -> dict[str, Any] | web.Response:
+    """The accept request in `body`, or the 400 naming the field that is wrong."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -122,7 +123,7 @@ def security_routes(findings: CurrentFindings, tracker: PostureTracker,
         body = await read_limited(request, MAX_ACCEPT_BODY)
         if isinstance(body, web.Response):
             return body
-        parsed = _accept_request(body)
+        parsed = parse_accept(body)
         if isinstance(parsed, web.Response):
             return parsed
         key = parsed["object"]
