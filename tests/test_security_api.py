@@ -112,6 +112,16 @@ async def test_an_object_gone_has_no_findings_left(bed: tuple[Bed, TestClient[An
     assert b.gauge("DOCKER-CAP-ADD", "high") == 0
 
 
+async def test_a_rule_removed_on_reload_leaves_no_finding(
+        bed: tuple[Bed, TestClient[Any, Any]], tmp_path: Path) -> None:
+    b, client = bed
+    b.see("web", ["SYS_ADMIN"])
+    b.findings.on_rules(ruleset(tmp_path, RULES.split("  - name: security-drift")[0]
+                                .replace("security-docker-cap-add", "renamed")))
+    assert (await (await client.get("/api/v1/security/findings")).json())["findings"] == []
+    assert b.gauge("DOCKER-CAP-ADD", "high") == 0
+
+
 async def test_accepting_a_drift_resolves_it_and_is_audited(
         bed: tuple[Bed, TestClient[Any, Any]]) -> None:
     b, client = bed

@@ -208,3 +208,25 @@ async def test_inspects_run_aside_coalesce_and_a_destroyed_container_stays_gone(
     assert bed.tracker.tracked("docker/container/doomed") is None
     listed({"Id": "other", "Name": "/other"})
     assert bed.events[-1].attributes["origin"] == "list"
+
+
+async def test_a_rule_reload_shows_every_object_to_the_checks_again() -> None:
+    from daemon.engine.ruleset import RuleSet
+    from daemon.integrations.security import Reevaluate
+
+    bed = Bed()
+    reevaluate = Reevaluate(bed.tracker)
+    reevaluate(RuleSet())  # the first load: nothing seen yet, nothing to do
+    assert reevaluate._task is None
+    for n in range(Reevaluate.CHUNK + 10):  # more than one chunk
+        bed.seen(view(), cid=f"c{n}", name=f"web{n}")
+    before = len(bed.events)
+    reevaluate(RuleSet())
+    for _ in range(100):
+        if len(bed.events) == 2 * before:
+            break
+        await asyncio.sleep(0)
+    assert {e.subject.name for e in bed.events[before:]} == {
+        f"web{n}" for n in range(Reevaluate.CHUNK + 10)}
+    assert all(e.attributes["baseline"] == "same" for e in bed.events[before:])
+    await reevaluate.close()

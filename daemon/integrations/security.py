@@ -4,12 +4,15 @@ integrations, whose sources it taps (`BuildContext.provided`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from daemon.engine.ruleset import RuleSet
 from daemon.integrations.base import BuildContext, Integration, Plugged, Switch
+from daemon.security.tracker import PostureTracker
 from daemon.settings import Settings
 
 log = logging.getLogger("remedyd.security")
@@ -38,7 +41,6 @@ class SecurityIntegration(Integration):
     def build(self, ctx: BuildContext) -> Plugged:
         from daemon.security.api import CurrentFindings, security_routes
         from daemon.security.baseline import Persister, open_baseline
-        from daemon.security.tracker import PostureTracker
 
         security = self.settings.security
         baseline = open_baseline(baseline_path(self.settings))
@@ -47,9 +49,12 @@ class SecurityIntegration(Integration):
         tracker = PostureTracker(ctx.emit, baseline, _auditor(ctx), ctx.metrics,
                                  learn=security.learn)
         findings = CurrentFindings(ctx.metrics)
+        reevaluate = Reevaluate(tracker)
+        ctx.stack.push_async_callback(reevaluate.close)
         plugged = Plugged(routes=security_routes(findings, tracker,
                                                  self.settings.server.api_token),
-                          on_state=[findings.on_state], on_rules=[findings.on_rules])
+                          on_state=[findings.on_state],
+                          on_rules=[findings.on_rules, reevaluate])
         docker_source = ctx.provided.get("docker.source")
         docker_client = ctx.provided.get("docker.client")
         if docker_source is not None and docker_client is not None:
@@ -63,6 +68,41 @@ class SecurityIntegration(Integration):
 
             plugged.sources.append(KubePosture(kube_source, tracker))
         return plugged
+
+
+class Reevaluate:
+    """On a rule reload, every object's posture is emitted again, so a new or changed
+    check sees objects that will not change on their own (the engine keeps the state of
+    the rules that stay: what fires keeps firing, no second notification). In chunks,
+    letting the engine drain the bus in between, so a large cluster is not dropped."""
+
+    CHUNK = 256
+
+    def __init__(self, tracker: PostureTracker) -> None:
+        self.tracker = tracker
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self, ruleset: RuleSet) -> None:
+        if not len(self.tracker):
+            return  # the first load, before any source ran
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = asyncio.get_running_loop().create_task(self._run(),
+                                                            name="security-reevaluate")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        keys = self.tracker.keys()
+        for start in range(0, len(keys), self.CHUNK):
+            for key in keys[start:start + self.CHUNK]:
+                self.tracker.reemit(key)
+            await asyncio.sleep(0)
+        log.info("rules reloaded: the security checks looked again at %d object(s)",
+                 len(keys))
 
 
 def baseline_path(settings: Settings) -> Path:

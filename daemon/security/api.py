@@ -51,6 +51,9 @@ class CurrentFindings:
     def on_rules(self, ruleset: RuleSet) -> None:
         self._checks = {c.rule.name: c.rule.security for c in ruleset.rules
                         if c.rule.security is not None}
+        # A rule removed on reload fires no more: its findings would never resolve.
+        for key in [k for k in self._firing if k[0] not in self._checks]:
+            self._drop(key)
 
     def on_state(self, change: StateChange) -> None:
         check = self._checks.get(change.rule)
@@ -71,9 +74,12 @@ class CurrentFindings:
                 "drift": drift if isinstance(drift, list) else []}
             self._metrics.security_findings.labels(check.id, check.severity).inc()
         elif change.change == "resolved":
-            found = self._firing.pop(key, None)
-            if found is not None:
-                self._metrics.security_findings.labels(found["check"], found["severity"]).dec()
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        found = self._firing.pop(key, None)
+        if found is not None:
+            self._metrics.security_findings.labels(found["check"], found["severity"]).dec()
 
     def all(self) -> list[dict[str, Any]]:
         return sorted(self._firing.values(), key=lambda f: (f["object"], f["check"]))

@@ -92,6 +92,18 @@ class PostureTracker:
             self._drift_changed(key, current)
         return self._emit_posture(current)
 
+    def keys(self) -> list[str]:
+        return list(self._objects)
+
+    def reemit(self, key: str) -> Event | None:
+        """The object's posture event again, as it is (a rule reload: new or changed
+        checks read objects that have not changed since); None if it is gone."""
+        tracked = self._objects.get(key)
+        if tracked is None:
+            return None
+        self._compare(key, tracked)  # "captured" was the first sight; it is "same" now
+        return self._emit_posture(tracked)
+
     def gone(self, subject: Ref) -> Event:
         """The object is gone: its findings end; its baseline stays (it may come back)."""
         key = baseline_key(subject)
