@@ -244,7 +244,8 @@ async def test_a_failing_tracker_costs_that_object_only(kube: KubeApiServer,
 
 SECURITY_RULES = Path(__file__).resolve().parent.parent / "rules" / "security.yaml"
 TOKEN = "s3cr3t-test-token"
-# Opt-in: a privileged Deployment named miner is scaled to zero (under the guards).
+# Opt-in: a privileged Deployment named miner is scaled to zero, a bare privileged Pod or
+# one on the host's network quarantined (under the guards).
 SCALE_RULE = """\
 rules:
   - name: scale-privileged-miner
@@ -256,6 +257,15 @@ rules:
                remediation: "Do not run it."}
     actions:
       - kubernetes.scale: {replicas: 0}
+  - name: quarantine-exposed-pods
+    source: security
+    when: >-
+      event.kind == "pod" && (event.attributes.pod.hostNetwork
+      || event.attributes.containers.exists(c, c.privileged))
+    security: {id: LOCAL-EXPOSED-POD, severity: high, control: "local policy",
+               remediation: "Use the Pod network, drop privileged."}
+    actions:
+      - kubernetes.quarantine: {}
 """
 
 
@@ -390,7 +400,7 @@ async def test_drift_made_while_the_watch_was_down_is_found_on_the_relist(
     assert len(kube.bed.log.find("GET", "/deployments$", watch=False)) == 2
 
 
-async def test_an_opt_in_rule_scales_a_privileged_deployment_to_zero_under_the_guards(
+async def test_opt_in_rules_scale_a_privileged_deployment_and_quarantine_a_pod(
         kube: KubeApiServer, posture_daemon: DaemonProcess) -> None:
     daemon = posture_daemon
     kube.bed.add_node("node-1")
@@ -406,3 +416,21 @@ async def test_an_opt_in_rule_scales_a_privileged_deployment_to_zero_under_the_g
     assert outcome["target"]["name"] == "miner"
     # The hardened Deployment beside it is left alone.
     assert not kube.bed.log.find("PATCH", "/deployments/web")
+
+    # A bare privileged Pod: labelled and isolated by a deny-all policy. One on the
+    # host's network is left as it is: no NetworkPolicy isolates it (the action's
+    # preflight says so, audited).
+    kube.bed.apply(bare_pod())
+    shell = bare_pod("shell")
+    shell["spec"].update(hostNetwork=False, containers=[
+        {"name": "sh", "image": "busybox:1.36", "securityContext": {"privileged": True}}])
+    kube.bed.apply(shell)
+    label = await kube.bed.log.wait_for("PATCH", "/namespaces/shop/pods/shell$", limit=10)
+    assert "remedyd.io/quarantine" in json.dumps(label.json)
+    assert kube.bed.log.find("POST", "/namespaces/shop/networkpolicies$")
+    await until(lambda: [o for o in daemon.audit("outcome")
+                         if o["rule"] == "quarantine-exposed-pods"], "the quarantine")
+    [refused] = [d for d in daemon.audit("decision") if d["rule"] == "quarantine-exposed-pods"
+                 and d["target"]["name"] == "debug"]
+    assert refused["outcome"] == "suppressed" and "host network" in refused["reason"]
+    assert not kube.bed.log.find("PATCH", "/pods/debug$")
