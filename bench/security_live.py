@@ -11,6 +11,9 @@ the first moment the engine holds the offending configuration) to:
 - the `time` of remedyd's audit `decision` record of that finding.
 The posture source inspects a container on `create` and again on `start`, so a finding
 can be decided before `start`: start -> finding is then negative, and reported as is.
+dockerd answers no inspect of a container while it starts it (measured: an inspect sent
+10 ms into a 320 ms start returns with the start), so when the create inspect arrives
+after the start began, the finding can only follow the start.
 
 Setup: remedyd (bench/_daemon.py) with the Docker source and the bundled Docker security
 pack (`--rules pack`, rules/security-docker.yaml: a container as `docker run --cap-add
@@ -155,6 +158,7 @@ async def bench(args: argparse.Namespace, docker_host: str, workdir: Path) -> di
     ids: list[str] = []
     try:
         await asyncio.wait_for(engine.subscribed.wait(), 10)
+        await remove_all(api, await api.list_ids(LABEL))  # left by an interrupted run
         if args.hardened:
             repository, _, tag = PINNED.rpartition(":")
             await api.call("POST", f"/images/{IMAGE}/tag", params={"repo": repository,
