@@ -302,3 +302,38 @@ def test_checks_split_over_processes_find_what_one_process_finds() -> None:
     serial = [f.as_dict() for f in run_checks(ruleset, scanned, workers=1)]
     assert len(serial) == 12
     assert [f.as_dict() for f in run_checks(ruleset, scanned, workers=3)] == serial
+
+
+def test_security_params_of_the_config_apply(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    config = tmp_path / "remedyd.toml"
+    config.write_text('[security.params]\nallowed_registries = ["registry.example:5000"]\n')
+    args = (str(APP / "list.yaml"), "--rules", RULES, "--format", "json")
+    _, out, _ = scan(capsys, *args)
+    assert "IMG-REGISTRY" not in {f["check"] for f in json.loads(out)["findings"]}
+    code, out, err = scan(capsys, *args, "--config", str(config))
+    assert code == 0, err
+    # busybox comes from the default registry, not the allowed one.
+    assert {f["object"] for f in json.loads(out)["findings"] if f["check"] == "IMG-REGISTRY"
+            } == {"kubernetes/pod/batch/debug"}
+
+
+def test_bad_rules_or_baseline_are_exit_2(capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    broken = tmp_path / "rules.yaml"
+    broken.write_text("rules:\n  - name: x\n    source: security\n    when: 'true'\n"
+                      "    actions: [{notify.webhook: {}}]\n")
+    code, out, err = scan(capsys, str(APP), "--rules", str(broken))
+    assert (code, out) == (2, "")
+    assert f"{broken}" in err and "security" in err
+    only_docker = tmp_path / "other.yaml"
+    only_docker.write_text((ROOT / "rules" / "docker.yaml").read_text())
+    code, _, err = scan(capsys, str(APP), "--rules", str(only_docker))
+    assert code == 2 and "no `source: security` rules" in err
+    code, _, err = scan(capsys, str(APP), "--rules", CHECKS, "--baseline",
+                        str(tmp_path / "missing.json"))
+    assert code == 2 and "no such baseline file" in err
+    (tmp_path / "bad.json").write_text("{not json")
+    code, _, err = scan(capsys, str(APP), "--rules", CHECKS, "--baseline",
+                        str(tmp_path / "bad.json"))
+    assert code == 2 and f"{tmp_path / 'bad.json'}:1:2: not JSON" in err
