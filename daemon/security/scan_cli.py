@@ -53,6 +53,10 @@ def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for line in str(exc).splitlines():
             err.write(f"remedyd scan: {line}\n")
         return EXIT_ERROR
+    finally:
+        # Loading froze what it loaded; a caller that goes on (a test run calling main)
+        # gets its collector back whole.
+        gc.unfreeze()
 
 
 def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
