@@ -131,9 +131,9 @@ EXPECTED: dict[str, set[str]] = {
     "networkpolicy-allow-web": set(),
 }
 
-# What the daemon's cache does not keep of a Pod (daemon/kube/trim.py: volume sources
-# other than hostPath, probes and lifecycle hooks): those checks cannot see it there.
-TRIM_BLIND = {"PSS-R-VOLUME-TYPES", "PSS-B-PROBE-HOST"}
+# What the daemon's cache does not keep of a Pod (daemon/kube/trim.py: probes and
+# lifecycle hooks): those checks cannot see it there.
+TRIM_BLIND = {"PSS-B-PROBE-HOST"}
 
 
 @pytest.fixture(scope="module")
