@@ -29,7 +29,7 @@ ALERT_KEYS = {"status", "labels", "annotations", "startsAt", "endsAt", "generato
               "commonAnnotations", "externalURL", "version", "groupKey", "truncatedAlerts"}
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                   max_size=4),
