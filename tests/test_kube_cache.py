@@ -357,3 +357,20 @@ def test_a_pods_volume_kinds_are_kept_without_what_they_mount() -> None:
     for key in ("volumeTypes", "hostPathVolumes"):
         assert view_of("kubernetes", trimmed)["pod"][key] == (
             view_of("kubernetes", pod)["pod"][key]), key
+
+
+def test_probes_and_hooks_are_kept_only_for_the_host_they_send_to() -> None:
+    from daemon.security.events import view_of
+
+    pod = load("pod")
+    app = pod["spec"]["containers"][0]
+    app["startupProbe"] = {"tcpSocket": {"host": "10.0.0.9", "port": 22}, "periodSeconds": 5}
+    app["lifecycle"] = {"postStart": {"httpGet": {"host": "metadata.internal", "path": "/",
+                                                  "port": 80}},
+                        "preStop": {"exec": {"command": ["sleep", "5"]}}}
+    trimmed = trim(pod)["spec"]["containers"][0]
+    assert "livenessProbe" not in trimmed and "readinessProbe" not in trimmed  # no host
+    assert trimmed["startupProbe"] == {"tcpSocket": {"host": "10.0.0.9"}}
+    assert trimmed["lifecycle"] == {"postStart": {"httpGet": {"host": "metadata.internal"}}}
+    assert [c["probeHosts"] for c in view_of("kubernetes", trim(pod))["containers"]] == [
+        c["probeHosts"] for c in view_of("kubernetes", pod)["containers"]]

@@ -247,3 +247,21 @@ def test_odd_volumes_cache_what_trimming_caches(volumes: Any) -> None:
     odd = bump(pod, 900_001)
     odd["spec"]["volumes"] = volumes
     pair.apply(odd)
+
+
+@pytest.mark.parametrize("container", [
+    {"startupProbe": {"tcpSocket": {"host": "10.0.0.9", "port": 22}},
+     "lifecycle": {"postStart": {"httpGet": {"host": "h", "port": 80}},
+                   "preStop": {"exec": {"command": ["true"]}}}},
+    {"livenessProbe": {"httpGet": {"host": "", "port": 80}}, "lifecycle": {"preStop": {}}},
+    {"readinessProbe": [{"httpGet": {"host": "h"}}], "lifecycle": "weird"},
+    {"livenessProbe": {"httpGet": "weird", "tcpSocket": {"host": 7}}},
+])
+def test_probe_hosts_cache_what_trimming_caches(container: Any) -> None:
+    pod = load("pod")
+    pair = Pair()
+    pair.apply(pod, "ADDED")
+    odd = bump(pod, 900_001)
+    odd["spec"]["containers"][0].update(container)
+    pair.apply(odd)
+    pair.apply(bump(pod, 900_002))

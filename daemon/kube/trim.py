@@ -23,8 +23,8 @@ import msgspec
 
 # A field spec: None keeps the value whole; a dict keeps only those keys of a mapping
 # (of every mapping, for a list of them), each by its own spec; an Only keeps some items
-# of a list.
-Spec: TypeAlias = "dict[str, Spec] | Only | None"
+# of a list; an If keeps a mapping only when what its spec picks of it is of use.
+Spec: TypeAlias = "dict[str, Spec] | Only | If | None"
 
 
 class _Drop:
@@ -81,6 +81,41 @@ _CONDITIONS: Spec = {"type": None, "status": None, "reason": None, "message": No
 _SECRETISH = re.compile(r"password|secret|token|key", re.IGNORECASE)
 
 
+@dataclass(frozen=True, slots=True)
+class If:
+    """A mapping picked by `spec`, kept only when `keep` accepts what was picked (else
+    its key goes, as for an Only that keeps nothing)."""
+
+    spec: dict[str, Spec]
+    keep: Callable[[dict[str, Any]], bool]
+
+    def pick(self, value: Any) -> Any:
+        if type(value) is not dict:
+            return DROP
+        picked = pick(value, self.spec)
+        return picked if self.keep(picked) else DROP
+
+    def refine(self, value: Any) -> Any:
+        if type(value) is not dict:
+            return DROP
+        picked = refine(value, self.spec)
+        return picked if self.keep(picked) else DROP
+
+
+# A probe's or lifecycle hook's host (PSS baseline: none may be set, or the kubelet
+# reaches another host on the Pod's behalf); a probe without one is not kept.
+def _sends_to_a_host(handler: dict[str, Any]) -> bool:
+    return any(type(action) is dict and action.get("host") for action in handler.values())
+
+
+def _nonempty(value: dict[str, Any]) -> bool:
+    return bool(value)
+
+
+_HANDLER = If({"httpGet": {"host": None}, "tcpSocket": {"host": None}}, _sends_to_a_host)
+_LIFECYCLE = If({"postStart": _HANDLER, "preStop": _HANDLER}, _nonempty)
+
+
 def _host_port(port: dict[str, Any]) -> bool:
     return port.get("hostPort") not in (None, 0)
 
@@ -121,6 +156,8 @@ _CONTAINER: Spec = {
     "name": None, "image": None, "securityContext": None,
     "ports": Only({"containerPort": None, "hostPort": None, "protocol": None}, _host_port),
     "env": Only({"name": None, "value": None}, _literal_secret, _redacted),
+    "livenessProbe": _HANDLER, "readinessProbe": _HANDLER, "startupProbe": _HANDLER,
+    "lifecycle": _LIFECYCLE,
 }
 _CONTAINER_STATUS: Spec = {"name": None, "image": None, "containerID": None,
                            "restartCount": None, "state": None, "lastState": None,
@@ -269,7 +306,7 @@ def pick(value: Any, spec: Spec) -> Any:
     """The parts of `value` that `spec` keeps, interned."""
     if spec is None:
         return _whole(value)
-    if isinstance(spec, Only):
+    if isinstance(spec, Only | If):
         return spec.pick(value)
     if type(value) is dict:
         # The spec's keys are interned already (literals).
@@ -288,7 +325,7 @@ def refine(value: Any, spec: Spec) -> Any:
     """`value`, decoded with the keys `spec` picks only (the watch decoder's Structs),
     with the Only filters of `spec` applied too, as pick() applies them; changed in
     place (the caller's own fresh copy)."""
-    if isinstance(spec, Only):
+    if isinstance(spec, Only | If):
         return spec.refine(value)
     if not isinstance(spec, dict) or not filters(spec):
         return value
@@ -307,7 +344,8 @@ def refine(value: Any, spec: Spec) -> Any:
 
 def filters(spec: Spec) -> bool:
     """Whether `spec` drops list items somewhere (an Only in it)."""
-    return type(spec) is Only or (type(spec) is dict and id(spec) in _FILTERS)
+    return type(spec) is Only or type(spec) is If or (
+        type(spec) is dict and id(spec) in _FILTERS)
 
 
 def _whole(value: Any) -> Any:
@@ -375,13 +413,13 @@ _encode = msgspec.json.encode
 
 
 def _walk(spec: Spec, found: set[int], direct: set[int]) -> bool:
-    if isinstance(spec, Only):
+    if isinstance(spec, Only | If):
         _walk(spec.spec, found, direct)
         return True
     if spec is None:
         return False
     inner = [_walk(sub, found, direct) for sub in spec.values()]
-    if any(type(sub) is Only for sub in spec.values()):
+    if any(type(sub) is Only or type(sub) is If for sub in spec.values()):
         direct.add(id(spec))
     if any(inner):
         found.add(id(spec))

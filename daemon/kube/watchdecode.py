@@ -35,6 +35,7 @@ from daemon.kube.trim import (
     LAST_APPLIED,
     METADATA,
     SPECS,
+    If,
     Only,
     Spec,
     filters,
@@ -171,7 +172,7 @@ def _type(name: str, spec: Spec) -> Any:
     mapping of the picked keys (or a list of them) otherwise."""
     if spec is None:
         return Any
-    keys = spec.spec if isinstance(spec, Only) else spec
+    keys = spec.spec if isinstance(spec, Only | If) else spec
     sub = _struct(name, {key: _field(f"{name}_{key}", s) for key, s in keys.items()})
     return sub | list[sub] | None  # type: ignore[valid-type]
 
