@@ -285,6 +285,21 @@ async def gather_limited(limit: int, coros: Sequence[Any],
     return await asyncio.gather(*(one(c) for c in coros), return_exceptions=return_exceptions)
 
 
+async def within_deadline(workers: Sequence[asyncio.Task[None]], deadline_s: float) -> bool:
+    """Await the fault phase's workers; past the deadline cancel the rest. False if it was hit."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            await asyncio.gather(*workers)
+        return True
+    except TimeoutError:
+        print(f"fault phase hit its {deadline_s:.0f}s deadline; reporting what finished",
+              file=sys.stderr)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        return False
+
+
 def fs_type(path: Path) -> str:
     """The filesystem type of the mount that holds `path` (from /proc/mounts)."""
     best, kind = "", "unknown"

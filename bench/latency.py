@@ -42,7 +42,6 @@ import os
 import random
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -103,9 +102,10 @@ class Seen:
 class Tracker:
     """Every event of the benchmark's containers, per container, as the engine streams them."""
 
-    def __init__(self, api: DockerAPI, run_id: str) -> None:
+    def __init__(self, api: DockerAPI, run_id: str, label: str = LABEL) -> None:
         self.api = api
         self.run_id = run_id
+        self.label = label
         self.events: dict[str, list[Seen]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self.ready = asyncio.Event()
@@ -115,7 +115,7 @@ class Tracker:
         self.task = asyncio.create_task(self._follow(), name="bench-events")
 
     async def _follow(self) -> None:
-        filters = {"type": ["container"], "label": [f"{LABEL}={self.run_id}"]}
+        filters = {"type": ["container"], "label": [f"{self.label}={self.run_id}"]}
         async for raw in self.api.events(filters):
             now = wall_ns()
             if not raw:
@@ -358,15 +358,7 @@ async def run_faults(api: DockerAPI, tracker: Tracker, ids: list[str], per_conta
     order = ids[:]
     rng.shuffle(order)
     workers = [asyncio.create_task(worker(cid)) for cid in order]
-    try:
-        async with asyncio.timeout(deadline):
-            await asyncio.gather(*workers)
-    except TimeoutError:
-        print(f"fault phase hit its {deadline:.0f}s deadline; reporting what finished",
-              file=sys.stderr)
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+    if not await _common.within_deadline(workers, deadline):
         for fault in faults:
             if not fault.complete and fault.error is None:
                 fault.error = "deadline"

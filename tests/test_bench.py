@@ -148,3 +148,42 @@ def test_kube_failover_benchmark_times_the_takeover_and_the_idle_requests(
     assert data["idle"]["follower"]["lease_write"] == 0
     assert all(v.startswith("ok") for v in data["audit_verify"].values())
     assert "failover (leader SIGKILLed" in out
+
+
+def test_autoheal_compare_benchmark_heals_both_halves_and_reports_the_ratio(
+        tmp_path: Path, docker_host: str, busybox_image: str) -> None:
+    out, data = run_bench(tmp_path, "autoheal_compare.py", "--containers", "2",
+                          "--faults-per-container", "1", "--interval", "1",
+                          "--health-interval", "0.5")
+    for healer in ("remedyd", "poller"):
+        result = data["healers"][healer]
+        assert result["faults"] == result["remedied"] == 1
+        assert result["unhealthy_to_start_ms"]["p50"] > 0
+        assert result["faults_restarted_more_than_once"] == 0
+    # Each healer kept to its own half: remedyd's scope guard refused the poller's one.
+    assert data["never_acted_on_the_other_half"] and data["poller"]["restarts"] == 1
+    assert data["remedyd_audit_decisions"] == {"act": 1, "suppressed/scope": 1}
+    assert data["ratio_poller_over_remedyd"]["p50"] > 0
+    assert "ratio poller / remedyd" in out
+
+
+def test_run_all_reports_machine_figures_targets_and_a_failed_benchmark(
+        tmp_path: Path) -> None:
+    report = tmp_path / "results.md"
+    env = {**os.environ, "BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run_all.py"), "--quick", "--only",
+         "security_scan,engine_throughput", "--args", "security_scan=--no-such-knob",
+         "--output", str(report)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=False)
+    # The failed benchmark makes the exit status, not the end of the run.
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    text = report.read_text()
+    assert "failed: security_scan" in done.stdout
+    assert "### security_scan" in text and "unrecognized arguments: --no-such-knob" in text
+    assert "| security_scan | 10,000 Pods, one file < 10 s | - | not measured (failed) |" in text
+    assert "### engine_throughput" in text and "bench/engine_throughput.py --events 1000" in text
+    assert "| engine_throughput | events/s, one core >= 20,000 events/s |" in text
+    assert f"nproc = {os.cpu_count()}" in text and "| commit | `" in text
+    # Load before and after each benchmark, in the runs table.
+    assert text.count(" → ") >= 3
