@@ -26,6 +26,7 @@ from daemon.audit import open_intents
 from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.bus import Bus
 from daemon.clients.http import HttpClient
+from daemon.core.redact import redact
 from daemon.core.rules import Rule
 from daemon.engine.changes import StateChange
 from daemon.engine.evaluator import Evaluator
@@ -180,7 +181,8 @@ class Daemon:
                  "description": c.rule.description, "when": c.rule.when, "for": c.rule.for_,
                  "cooldown": c.rule.cooldown, "dry_run": c.rule.dry_run,
                  "budget": c.rule.budget.model_dump() if c.rule.budget else None,
-                 "actions": [{"name": a.name, "params": a.params} for a in c.rule.actions]}
+                 "actions": [{"name": a.name, "params": redact(a.params)}
+                             for a in c.rule.actions]}
                 for c in self.ruleset.rules]
 
     def audit_tail(self, limit: int) -> list[dict[str, Any]]:

@@ -267,6 +267,13 @@ class NotifySettings(_Group):
     # Notify-only decisions across all rules per window; they spend no action budget.
     max_notifications: int | None = Field(default=60, ge=1)
     max_notifications_per: Duration = 3600.0
+    # The outbox every notification is written to before it is sent; unset: a directory
+    # "outbox" beside the audit log. An undelivered one is retried every outbox_backoff,
+    # doubling up to outbox_backoff_max, also across restarts, for outbox_max_age.
+    outbox: Path | None = None
+    outbox_backoff: Duration = Field(default=30.0, gt=0)
+    outbox_backoff_max: Duration = Field(default=3600.0, gt=0)
+    outbox_max_age: Duration = Field(default=86400.0, gt=0)
 
 
 class PrometheusSettings(_Group):

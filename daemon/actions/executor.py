@@ -40,10 +40,13 @@ from daemon.audit.log import AuditLog, AuditUnavailable, record_time
 from daemon.core.decisions import Decision
 from daemon.core.errors import ActionError, PermanentError, TemporaryError
 from daemon.core.events import Ref
+from daemon.core.redact import redact
 from daemon.core.rules import ActionSpec, Rule
 from daemon.engine.budgets import GuardBook
 from daemon.engine.targets import aim
+from daemon.telemetry.logs import incident_context
 from daemon.telemetry.metrics import Metrics
+from daemon.telemetry.tracing import NOOP, Tracer
 
 log = logging.getLogger("remedyd.executor")
 # The steps handed back to `Action.remember` on start: done, or maybe done (the daemon
@@ -129,6 +132,8 @@ class Executor:
         # again while the rule's state still fires.
         self.on_refused_for_now: list[Callable[[Decision], None]] = []
         self._spent: OrderedDict[str, None] = OrderedDict()
+        # The no-op unless OTEL_* asks for traces (daemon/telemetry/tracing.py).
+        self.tracer: Tracer = NOOP
 
     def default_guards(self) -> list[Guard]:
         return [
@@ -256,7 +261,13 @@ class Executor:
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._waiting[key] = self._waiting.get(key, 0) + 1
         intent: _Intent | None = None
+        tracer = self.tracer
+        tracer.begin(decision)
+        context = incident_context(incident=decision.incident_id, rule=decision.rule.name,
+                                   target=decision.target.key,
+                                   trace_id=tracer.trace_id(decision.incident_id))
         try:
+            context.__enter__()
             async with lock:
                 intent = await self._open_intent(decision)
                 if intent is not None:
@@ -279,19 +290,26 @@ class Executor:
                 self._locks.pop(key, None)
             if intent is not None:
                 self.record_outcome(intent)
+            context.__exit__(None, None, None)
 
     async def _judge(self, decision: Decision) -> tuple[GuardContext, list[GuardResult]]:
         ctx = GuardContext(decision=decision, now=self.clock(), actions=self.actions,
                            plan=decision.actions)
         results: list[GuardResult] = []
         for guard in self.guards:
-            try:
-                result = await guard.check(ctx)
-            except Exception as exc:  # fail closed: a broken guard never lets an action by
-                log.exception("guard %s failed on incident %s", guard.name,
-                              decision.incident_id)
-                result = GuardResult(guard.name, "refuse",
-                                     f"guard failed: {type(exc).__name__}: {exc}")
+            with self.tracer.span(decision.incident_id, f"guard {guard.name}",
+                                  {"remedyd.guard": guard.name,
+                                   "remedyd.step": decision.step}) as span:
+                try:
+                    result = await guard.check(ctx)
+                except Exception as exc:  # fail closed: a broken guard never lets one by
+                    log.exception("guard %s failed on incident %s", guard.name,
+                                  decision.incident_id)
+                    result = GuardResult(guard.name, "refuse",
+                                         f"guard failed: {type(exc).__name__}: {exc}")
+                span.set("remedyd.verdict", result.verdict)
+                if result.reason:
+                    span.set("remedyd.reason", result.reason)
             results.append(result)
             if result.verdict == "refuse":
                 break
@@ -317,12 +335,14 @@ class Executor:
             "guards": [r.as_record() for r in results],
             "dry_run": self.settings.dry_run or rule.dry_run,
             **_rung(decision),
+            **self._trace(decision),
         }
         if refused is not None:
             record.update(suppressed_by=refused.guard, reason=refused.reason,
                           outcome="suppressed")
         if ctx.escalation:
-            record["actions"] = [{"name": a.name, "params": a.params} for a in ctx.plan]
+            record["actions"] = [{"name": a.name, "params": redact(a.params)}
+                                 for a in ctx.plan]
             record["reason"] = next(r.reason for r in results if r.verdict == "escalate")
         if refused is None and (intents := self._intents(ctx)):
             record["intent"] = intents
@@ -408,16 +428,37 @@ class Executor:
         started = self.clock()
         # The last temporary failure: why the attempts ran into the timeout.
         last: list[str] = []
+        with self.tracer.span(decision.incident_id, f"action {spec.name}",
+                              {"remedyd.action": spec.name, "remedyd.step": decision.step,
+                               "remedyd.target": decision.target.key}) as span:
+            try:
+                await self._guarded_step(action, decision, params, step, last, span)
+            finally:
+                span.set("remedyd.outcome", step.get("outcome", "cancelled"))
+                if step.get("outcome", "success") != "success":
+                    span.fail(str(step.get("error", step.get("outcome"))))
+        if step["outcome"] == "success":
+            self._remember(action, step, self.wall_clock())
+        return self._timed(step, started, decision)
+
+    async def _guarded_step(self, action: Action, decision: Decision, params: Any,
+                            step: dict[str, Any], last: list[str], span: Span) -> None:
+        started = self.clock()
         try:
             async with asyncio.timeout(self.settings.action_timeout):
-                details, attempts = await self._attempts(action, decision, params, last)
+                details, attempts = await self._attempts(action, decision, params, last,
+                                                         span)
             step.update(outcome="success", details=details, attempts=attempts)
-            verified = await action.verify(decision, params, details)
+            with self.tracer.span(decision.incident_id, "verify",
+                                  {"remedyd.action": action.name}, parent=span) as checked:
+                verified = await action.verify(decision, params, details)
+                if verified is not None:
+                    checked.set("remedyd.verified", bool(verified))
             if verified is not None:
                 step["verified"] = bool(verified)
         except asyncio.CancelledError:
             step.update(outcome="cancelled", error="daemon shutting down")
-            intent.steps.append(self._timed(step, started, decision))
+            self._timed(step, started, decision)
             raise
         except TimeoutError:
             step.update(outcome="timeout",
@@ -426,11 +467,8 @@ class Executor:
         except ActionError as exc:
             step.update(outcome="failed", error=str(exc))
         except Exception as exc:  # an action's bug: its step fails, the record still closes
-            log.exception("%s on %s raised unexpectedly", spec.name, decision.target.name)
+            log.exception("%s on %s raised unexpectedly", action.name, decision.target.name)
             step.update(outcome="error", error=f"{type(exc).__name__}: {exc}")
-        if step["outcome"] == "success":
-            self._remember(action, step, self.wall_clock())
-        return self._timed(step, started, decision)
 
     def _timed(self, step: dict[str, Any], started: float, decision: Decision) -> dict[str, Any]:
         duration = self.clock() - started

@@ -1,5 +1,6 @@
 """notify.webhook: POST a JSON description of the incident; one attempt per run (the
-executor retries)."""
+executor retries, then the outbox when one is given). The body and the
+`Idempotency-Key` header carry the send's key, so a receiver can drop a repeat."""
 
 from __future__ import annotations
 
@@ -9,24 +10,37 @@ from typing import Any
 from pydantic import BaseModel
 
 from daemon.actions.base import Action, Refusal
+from daemon.actions.notify_text import about, key_of
+from daemon.actions.outbox import Outbox
 from daemon.actions.params import WebhookParams
 from daemon.clients.http import HttpClient, HttpError
 from daemon.core.decisions import Decision
 from daemon.core.errors import PermanentError, TemporaryError
+from daemon.core.redact import redact_url
 
 
-class Webhook(Action):
-    name = "notify.webhook"
-    Params = WebhookParams
+class Notification(Action):
+    """What every notify action shares: it changes nothing, and a rule's `retries` sets
+    the executor's attempts."""
+
     mutating = False
 
-    def __init__(self, http: HttpClient, default_url: str | None) -> None:
+    def attempts(self, params: BaseModel) -> int | None:
+        retries = getattr(params, "retries", None)
+        return None if retries is None else int(retries) + 1
+
+
+class Webhook(Notification):
+    name = "notify.webhook"
+    Params = WebhookParams
+
+    def __init__(self, http: HttpClient, default_url: str | None,
+                 outbox: Outbox | None = None) -> None:
         self.http = http
         self.default_url = default_url
-
-    def attempts(self, params: BaseModel) -> int | None:
-        assert isinstance(params, WebhookParams)
-        return None if params.retries is None else params.retries + 1
+        self.outbox = outbox
+        if outbox is not None:
+            outbox.register(self.name, self.deliver)
 
     def _url(self, params: WebhookParams) -> str | None:
         return str(params.url) if params.url is not None else self.default_url
@@ -60,12 +74,22 @@ class Webhook(Action):
             # attributes (event.attributes.drift).
             body["security"] = {"id": check.id, "severity": check.severity,
                                 "control": check.control, "remediation": check.remediation}
+        key = key_of(decision, self.name, params, self.parse)
+        body["idempotency_key"] = key
+        payload = {"url": url, "body": body, "timeout": params.timeout}
+        if self.outbox is None:
+            return await self.deliver(payload, key)
+        return await self.outbox.send(key, self.name, payload, about(decision))
+
+    async def deliver(self, payload: Mapping[str, Any], key: str) -> dict[str, Any]:
+        url, shown = str(payload["url"]), redact_url(str(payload["url"]))
         try:
-            status = await self.http.post_json(url, body, params.timeout)
+            status = await self.http.post_json(url, payload["body"], float(payload["timeout"]),
+                                               headers={"Idempotency-Key": key})
         except HttpError as exc:
-            raise TemporaryError(f"webhook {exc}") from exc
+            raise TemporaryError(f"webhook {str(exc).replace(url, shown)}") from exc
         if status < 300:
-            return {"url": url, "status": status}
+            return {"url": shown, "status": status}
         if 400 <= status < 500 and status not in (408, 429):
-            raise PermanentError(f"webhook {url} refused the notification: HTTP {status}")
-        raise TemporaryError(f"webhook {url} answered HTTP {status}")
+            raise PermanentError(f"webhook {shown} refused the notification: HTTP {status}")
+        raise TemporaryError(f"webhook {shown} answered HTTP {status}")

@@ -38,6 +38,70 @@ class WebhookParams(BaseModel):
     message: str = ""
 
 
+def _template(value: str) -> str:
+    # Imported late: notify_text pulls in the decision types, params must stay light.
+    from daemon.actions.notify_text import check_template
+
+    return check_template(value)
+
+
+class AppriseParams(BaseModel):
+    """Apprise URLs (Slack, Teams, PagerDuty, e-mail, ntfy...); their credentials are never
+    logged nor audited."""
+
+    model_config = ConfigDict(extra="forbid")
+    urls: list[str] = Field(min_length=1)
+    # {rule}, {target}, {severity}, {summary}... (daemon/actions/notify_text.py FIELDS)
+    title: str = ""
+    body: str = ""
+    # Apprise tags: only the URLs given with one of these tags (url?tag=x) are notified.
+    tag: list[str] = Field(default_factory=list)
+    retries: int | None = Field(default=None, ge=0, le=10)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if "://" not in url:
+                raise ValueError("an Apprise URL looks like scheme://..., e.g. "
+                                 "json://host:port/path or ntfy://host/topic")
+        return value
+
+    @field_validator("title", "body")
+    @classmethod
+    def _templates(cls, value: str) -> str:
+        return _template(value)
+
+
+class AlertmanagerParams(BaseModel):
+    """The incident as an Alertmanager alert (API v2), resolved when the rule's state is."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Falls back to [alertmanager] url.
+    url: AnyHttpUrl | None = None
+    timeout: Duration = 5.0
+    retries: int | None = Field(default=None, ge=0, le=10)
+    # Added to the alert's labels (routing, grouping); not templates.
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+    description: str = ""
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a valid Alertmanager label name")
+        return value
+
+    @field_validator("summary", "description")
+    @classmethod
+    def _templates(cls, value: str) -> str:
+        return _template(value)
+
+
 # -- Kubernetes --------------------------------------------------------------------------------
 
 # A label or annotation key: an optional DNS-subdomain prefix and a name (as the API checks).
@@ -232,6 +296,8 @@ ACTIONS: dict[str, ActionInfo] = {
     "docker.pause": ActionInfo(NoParams, _CONTAINER),
     "docker.unpause": ActionInfo(NoParams, _CONTAINER),
     "notify.webhook": ActionInfo(WebhookParams, mutating=False),
+    "notify.apprise": ActionInfo(AppriseParams, mutating=False),
+    "notify.alertmanager": ActionInfo(AlertmanagerParams, mutating=False),
     **_KUBE,
 }
 

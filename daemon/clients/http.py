@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -42,11 +43,13 @@ class HttpClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def post_json(self, url: str, body: Any, time_limit: float) -> int:
+    async def post_json(self, url: str, body: Any, time_limit: float,
+                        headers: Mapping[str, str] | None = None) -> int:
         """POST a JSON body; return the status code, or raise HttpError naming the peer."""
         try:
             async with self.session.post(
-                url, json=body, timeout=aiohttp.ClientTimeout(total=time_limit)
+                url, json=body, timeout=aiohttp.ClientTimeout(total=time_limit),
+                headers=dict(headers or {})
             ) as response:
                 await response.read()
                 return response.status

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.core.events import Event, Ref
+from daemon.core.redact import redact
 from daemon.core.rules import ActionSpec, Rule
 
 
@@ -35,7 +36,7 @@ class Decision:
             "target": self.target.as_dict(),
             **({"subject": self.event.subject.as_dict()}
                if self.event.subject.key != self.target.key else {}),
-            "actions": [{"name": a.name, "params": a.params} for a in self.actions],
+            "actions": [{"name": a.name, "params": redact(a.params)} for a in self.actions],
             "labels": dict(self.rule.labels),
             **({"flapping": True} if self.flapping else {}),
         }
