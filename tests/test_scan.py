@@ -337,3 +337,30 @@ def test_bad_rules_or_baseline_are_exit_2(capsys: pytest.CaptureFixture[str],
     code, _, err = scan(capsys, str(APP), "--rules", CHECKS, "--baseline",
                         str(tmp_path / "bad.json"))
     assert code == 2 and f"{tmp_path / 'bad.json'}:1:2: not JSON" in err
+
+
+def test_reading_split_over_processes_keeps_objects_lines_and_problems(
+        tmp_path: Path) -> None:
+    import io
+
+    from daemon.security.scan_cli import _manifests, security_rules
+    from daemon.settings import load_settings
+
+    ruleset = security_rules([CHECKS], load_settings(None))
+    # One big stream (cut at document starts between processes) and small files.
+    stream = tmp_path / "stream.yaml"
+    stream.write_text("\n---\n".join([(APP / "multi.yaml").read_text(),
+                                      (FIXTURES / "broken" / "mixed.yaml").read_text()] * 3))
+    paths = [str(stream), str(APP), str(FIXTURES / "broken")]
+
+    def read(workers: int) -> tuple[list[tuple[Any, ...]], str]:
+        err = io.StringIO()
+        scanned = _manifests(paths, err, [], ruleset, workers=workers)
+        return [(s.file, s.line, s.obj["metadata"]["name"], s.view.get("networkPolicies"))
+                for s in scanned], err.getvalue()
+
+    serial, serial_err = read(1)
+    assert len(serial) == 3 * 6 + 8 + 2
+    assert serial_err.count("YAML error") == 4
+    for workers in (2, 3):
+        assert read(workers) == (serial, serial_err)

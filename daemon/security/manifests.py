@@ -52,6 +52,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
 # syntax error, so that one bad document costs only itself.
 _DOCUMENT_START = re.compile(r"^---(?:[ \t]|$)")
 _DOCUMENT_END = re.compile(r"^\.\.\.[ \t]*$")
+_DOCUMENT_START_LINE = re.compile(r"^---(?:[ \t]|$)", re.MULTILINE)
 
 # Built-in API groups: a kind of these groups that is neither checked nor listed below is
 # a typo or a kind of a version remedyd does not know, worth an error; a kind of any
@@ -126,26 +127,88 @@ class Loaded:
             self.objects.append(manifest)
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A file, stdin's text, or a piece of either, to read: `base` lines come before it
+    in its file, so its objects keep the file's line numbers."""
+
+    name: str
+    path: Path | None = None
+    text: str | None = None
+    base: int = 0
+    json_file: bool = False
+    size: int = 0
+
+
 def load_manifests(paths: Sequence[str], stdin: TextIO | None = None,
                    sink: Callable[[Manifest], None] | None = None) -> Loaded:
     """Every object in `paths`, in path order, then file order within a directory (kept,
     or handed to `sink` as read)."""
     loaded = Loaded(sink=sink)
+    for source in sources(paths, stdin, loaded):
+        read_source(source, loaded)
+    return loaded
+
+
+def sources(paths: Sequence[str], stdin: TextIO | None, into: Loaded) -> list[Source]:
+    """What `paths` name, in order: files found in directories, stdin's text for `-`; a
+    path that is not there is a problem in `into`."""
+    found: list[Source] = []
     for entry in paths:
         if entry == STDIN:
             text = stdin.read() if stdin is not None else ""
-            loaded.files += 1
-            _load_text(text, STDIN_NAME, json_file=False, into=loaded)
+            found.append(Source(STDIN_NAME, text=text, size=len(text)))
             continue
-        for path in _files(entry, loaded):
+        for path in _files(entry, into):
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                loaded.problems.append(Problem(str(path), 0, f"cannot read: {exc}"))
-                continue
-            loaded.files += 1
-            _load_text(text, str(path), json_file=path.suffix == ".json", into=loaded)
-    return loaded
+                size = path.stat().st_size
+            except OSError:
+                size = 0
+            found.append(Source(str(path), path=path, json_file=path.suffix == ".json",
+                                size=size))
+    return found
+
+
+def read_source(source: Source, into: Loaded) -> None:
+    text = source.text if source.text is not None else _read(source, into)
+    if text is None:
+        return
+    if source.base == 0:
+        into.files += 1
+    _load_text(text, source.name, json_file=source.json_file, into=into, base=source.base)
+
+
+def _read(source: Source, into: Loaded) -> str | None:
+    assert source.path is not None
+    try:
+        return source.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        into.problems.append(Problem(source.name, 0, f"cannot read: {exc}"))
+        return None
+
+
+def split(source: Source, parts: int) -> list[Source]:
+    """`source` in up to `parts` pieces of about the same size, cut where a document
+    starts (`---` at the start of a line is a document marker wherever it is, even in
+    a block scalar, so a cut never falls inside a document)."""
+    if parts <= 1 or source.json_file:
+        return [source]
+    text = source.text if source.text is not None else _read(source, Loaded())
+    if text is None:
+        return [source]  # read again, and reported, as a whole
+    cuts = [0]
+    for index in range(1, parts):
+        found = _DOCUMENT_START_LINE.search(text, len(text) * index // parts)
+        if found is not None and found.start() > cuts[-1]:
+            cuts.append(found.start())
+    pieces = []
+    line = source.base
+    for lo, hi in zip(cuts, [*cuts[1:], len(text)], strict=True):
+        piece = text[lo:hi]
+        pieces.append(Source(source.name, text=piece, base=line,
+                             json_file=source.json_file, size=len(piece)))
+        line += piece.count("\n")
+    return pieces
 
 
 def _files(entry: str, loaded: Loaded) -> Iterator[Path]:
@@ -167,11 +230,11 @@ def _files(entry: str, loaded: Loaded) -> Iterator[Path]:
         loaded.problems.append(Problem(entry, 0, "no such file or directory"))
 
 
-def _load_text(text: str, file: str, *, json_file: bool, into: Loaded) -> None:
-    last = 0  # the line of the last document taken
+def _load_text(text: str, file: str, *, json_file: bool, into: Loaded, base: int = 0) -> None:
+    last = 0  # the line (in `text`) of the last document taken
     try:
         for data, line, items in _compose_all(text):
-            _take(data, items, file, line, into)
+            _take(data, _shifted(items, base), file, base + line, into)
             last = line
     except yaml.YAMLError:
         if json_file and not last:
@@ -182,12 +245,16 @@ def _load_text(text: str, file: str, *, json_file: bool, into: Loaded) -> None:
                 into.problems.append(Problem(file, getattr(exc, "lineno", 0),
                                              f"not valid JSON: {exc}"))
                 return
-            _take(data, None, file, 1, into)
+            _take(data, None, file, base + 1, into)
             return
-        _load_by_document(text, file, into, after=last)
+        _load_by_document(text, file, into, after=last, base=base)
 
 
-def _load_by_document(text: str, file: str, into: Loaded, after: int) -> None:
+def _shifted(lines: list[int] | None, by: int) -> list[int] | None:
+    return [by + n for n in lines] if lines and by else lines
+
+
+def _load_by_document(text: str, file: str, into: Loaded, after: int, base: int) -> None:
     """After a syntax error: each document past line `after` (those before it were
     taken) on its own, the bad ones reported and skipped."""
     for offset, segment in _segments(text):
@@ -196,15 +263,14 @@ def _load_by_document(text: str, file: str, into: Loaded, after: int) -> None:
         try:
             documents = list(_compose_all(segment))
         except yaml.YAMLError as exc:
-            into.problems.append(Problem(file, offset + _first_content_line(segment),
-                                         f"YAML error: {_describe(exc, offset)}; "
+            into.problems.append(Problem(file, base + offset + _first_content_line(segment),
+                                         f"YAML error: {_describe(exc, base + offset)}; "
                                          "document skipped"))
             continue
         for data, line, items in documents:
             if offset + line <= after:
                 continue
-            _take(data, [offset + n for n in items] if items else None, file, offset + line,
-                  into)
+            _take(data, _shifted(items, base + offset), file, base + offset + line, into)
 
 
 def _first_content_line(segment: str) -> int:

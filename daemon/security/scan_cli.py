@@ -14,18 +14,21 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from daemon.core.events import Event, JSONValue
 from daemon.core.rules import Rule
 from daemon.engine.ruleset import RuleSet
 from daemon.security.events import baseline_key, posture_event, subject_of, view_of
 from daemon.security.findings import Finding, at_least, evaluate
+from daemon.security.manifests import Loaded, Manifest, Source
 from daemon.settings import Settings
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -121,40 +124,51 @@ def security_rules(paths: Sequence[str | Path], settings: Settings) -> RuleSet:
     return ruleset
 
 
+# Below this much YAML a second reading process costs more than it saves.
+PARALLEL_BYTES = 2 << 20
+
+
+@dataclass(slots=True)
+class _Read:
+    """What reading some sources gave: the objects to check and what else was seen."""
+
+    scanned: list[Scanned]
+    loaded: Loaded
+    policies: Counter[str]
+
+
 def _manifests(paths: Sequence[str], err: TextIO, notices: list[tuple[str, str, int]],
-               ruleset: RuleSet) -> list[Scanned]:
-    from daemon.security.manifests import Manifest, load_manifests
+               ruleset: RuleSet, workers: int | None = None) -> list[Scanned]:
+    """The objects of `paths` with their views; large inputs (PARALLEL_BYTES and more,
+    or any with `workers` given) are read by one process per CPU, each a contiguous
+    share, a big file cut at document starts."""
+    from daemon.security.manifests import sources
 
     # A check reading `object` needs the whole manifest; otherwise only the view and
     # the names are kept, and each raw object is garbage once its view is made.
     whole = any(compiled.uses_object for compiled in ruleset.rules)
-    scanned: list[Scanned] = []
-    policies: Counter[str] = Counter()
-
-    def take(manifest: Manifest) -> None:
-        obj = manifest.obj
-        if manifest.kind == "NetworkPolicy":
-            policies[_namespace(obj)] += 1
-        view = view_of("kubernetes", obj)
-        scanned.append(Scanned("kubernetes", obj if whole else _names(obj), view,
-                               "manifest", manifest.file, manifest.line))
-
+    found = Loaded()
     # What is loaded lives until the process ends: the cyclic GC walking it again and
     # again while it grows doubled the load time (bench/security_scan.py), so it is off
     # while loading and the result is moved out of its sight (freeze) afterwards.
     gc.disable()
     try:
-        loaded = load_manifests(paths, sys.stdin, sink=take)
+        groups = _groups(sources(paths, sys.stdin, found), workers)
+        reads = _forked(_read, [(group, whole) for group in groups])
     finally:
         gc.freeze()
         gc.enable()
-    for problem in loaded.problems:
+    scanned = [item for read in reads for item in read.scanned]
+    problems = [*found.problems, *(p for read in reads for p in read.loaded.problems)]
+    unchecked = sum((read.loaded.unchecked for read in reads), Counter[str]())
+    policies = sum((read.policies for read in reads), Counter[str]())
+    for problem in problems:
         err.write(f"remedyd scan: {problem}\n")
         notices.append((problem.message, problem.file, problem.line))
-    if loaded.unchecked:
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(loaded.unchecked.items()))
+    if unchecked:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(unchecked.items()))
         err.write(f"remedyd scan: not checked (no check reads these kinds): {kinds}\n")
-    if not loaded.read_any:
+    if not any(read.loaded.read_any for read in reads):
         raise ScanError(f"nothing could be read from {' '.join(paths)}")
     for item in scanned:
         if item.obj.get("kind") == "Namespace":
@@ -162,6 +176,45 @@ def _manifests(paths: Sequence[str], err: TextIO, notices: list[tuple[str, str, 
             # set has none as far as this scan can tell.
             item.view["networkPolicies"] = policies[_name(item.obj)]
     return scanned
+
+
+def _groups(found: list[Source], workers: int | None) -> list[list[Source]]:
+    """`found` in contiguous shares of about the same size, one per reading process."""
+    from daemon.security.manifests import split
+
+    total = sum(source.size for source in found)
+    if workers is None:
+        workers = _cpus() if total >= PARALLEL_BYTES else 1
+    if workers <= 1 or not found:
+        return [found]
+    pieces = [piece for source in found for piece in (
+        split(source, workers) if source.size * workers > total else [source])]
+    groups: list[list[Source]] = [[] for _ in range(workers)]
+    done = 0
+    for piece in pieces:
+        groups[min(done * workers // max(total, 1), workers - 1)].append(piece)
+        done += piece.size
+    return [group for group in groups if group]
+
+
+def _read(group: list[Source], whole: bool) -> _Read:
+    from daemon.security.manifests import read_source
+
+    read = _Read([], Loaded(), Counter())
+
+    def take(manifest: Manifest) -> None:
+        obj = manifest.obj
+        if manifest.kind == "NetworkPolicy":
+            read.policies[_namespace(obj)] += 1
+        view = view_of("kubernetes", obj)
+        read.scanned.append(Scanned("kubernetes", obj if whole else _names(obj), view,
+                                    "manifest", manifest.file, manifest.line))
+
+    read.loaded.sink = take
+    for source in group:
+        read_source(source, read.loaded)
+    read.loaded.sink = None  # a closure: it would not go through the pipe
+    return read
 
 
 def _names(obj: dict[str, Any]) -> dict[str, Any]:
@@ -276,40 +329,51 @@ def run_checks(ruleset: RuleSet, scanned: Sequence[Scanned], drift: Drift | None
     """Every finding on `scanned`, in scan order; split over `workers` processes (default:
     one per CPU for large scans), since evaluating the checks is CPU-bound and per object."""
     if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if len(scanned) >= PARALLEL_FROM else 1
+        workers = _cpus() if len(scanned) >= PARALLEL_FROM else 1
     if workers <= 1:
         return _evaluate(ruleset, scanned, drift, 0, len(scanned))
-    # fork: the children inherit the rules and the objects, nothing is pickled on the
-    # way in; only their findings come back.
-    context = multiprocessing.get_context("fork")
     bounds = [len(scanned) * i // workers for i in range(workers + 1)]
+    parts = _forked(_evaluate, [(ruleset, scanned, drift, lo, hi)
+                                for lo, hi in itertools.pairwise(bounds)])
+    return [finding for part in parts for finding in part]
+
+
+def _cpus() -> int:
+    return min(os.cpu_count() or 1, 4)
+
+
+def _forked(work: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
+    """`work(*call)` for each call, in order: the first in this process, each other in a
+    forked child, which inherits its arguments (nothing is pickled on the way in; only
+    the results come back through a pipe)."""
+    if len(calls) <= 1:
+        return [work(*call) for call in calls]
+    context = multiprocessing.get_context("fork")
     children = []
-    for lo, hi in itertools.pairwise(bounds[1:]):
+    for call in calls[1:]:
         receive, send = context.Pipe(duplex=False)
-        child = context.Process(target=_child, args=(send, ruleset, scanned, drift, lo, hi),
-                                daemon=True)
+        child = context.Process(target=_child, args=(send, work, call), daemon=True)
         child.start()
         send.close()
         children.append((child, receive))
-    findings = _evaluate(ruleset, scanned, drift, bounds[0], bounds[1])
+    results = [work(*calls[0])]
     for child, receive in children:
         try:
             part = receive.recv()
         except EOFError:
-            part = ScanError(f"a checking process died (exit code {child.exitcode})")
+            part = ScanError(f"a scanning process died (exit code {child.exitcode})")
         child.join()
         if isinstance(part, BaseException):
             raise part
-        findings.extend(part)
-    return findings
+        results.append(part)
+    return results
 
 
-def _child(send: Connection, ruleset: RuleSet, scanned: Sequence[Scanned],
-           drift: Drift | None, lo: int, hi: int) -> None:
+def _child(send: Connection, work: Callable[..., Any], call: tuple[Any, ...]) -> None:
     try:
-        send.send(_evaluate(ruleset, scanned, drift, lo, hi))
+        send.send(work(*call))
     except Exception as exc:  # handed to the parent, which raises it
-        send.send(ScanError(f"checking objects {lo}-{hi}: {exc!r}"))
+        send.send(ScanError(f"in a scanning process: {exc!r}"))
     finally:
         send.close()
 
