@@ -58,6 +58,9 @@ def shown(url: str) -> str:
 def _notify(payload: Mapping[str, Any], timeout: float) -> tuple[bool, list[str]]:
     import apprise
 
+    # Apprise logs the URLs it posts to at debug and info, tokens and all.
+    logging.getLogger("apprise").setLevel(logging.WARNING)
+
     sender = apprise.Apprise()
     added: list[str] = []
     for entry in payload["urls"]:

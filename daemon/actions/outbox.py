@@ -64,6 +64,9 @@ class Outbox:
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
         self._resent_on_start = False
+        # Pending entries by key: read from the directory once, then kept up to date, so
+        # a round does not read every settled file the directory keeps.
+        self._pending: dict[str, dict[str, Any]] | None = None
 
     def register(self, action: str, deliver: Deliver) -> None:
         self._deliverers[action] = deliver
@@ -89,6 +92,11 @@ class Outbox:
 
     def _write(self, entry: Mapping[str, Any]) -> None:
         """Atomically, durably: a half-written entry would be a lost notification."""
+        if self._pending is not None:
+            if entry.get("state") == "pending":
+                self._pending[str(entry["key"])] = dict(entry)
+            else:
+                self._pending.pop(str(entry["key"]), None)
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._path(str(entry["key"]))
         tmp = path.with_suffix(".tmp")
@@ -117,8 +125,23 @@ class Outbox:
                 log.error("outbox entry %s unreadable, skipped: %s", path.name, exc)
         return found
 
+    def scan(self) -> dict[str, dict[str, Any]]:
+        """Read the directory: the pending entries; settled ones past DONE_KEPT go."""
+        now, pending = self.clock(), {}
+        for entry in self.entries():
+            key = str(entry.get("key"))
+            if entry.get("state") == "pending":
+                pending[key] = entry
+            elif now - float(entry.get("settled", now)) > DONE_KEPT:
+                self._path(key).unlink(missing_ok=True)
+        self._pending = pending
+        return pending
+
+    def _index(self) -> dict[str, dict[str, Any]]:
+        return self.scan() if self._pending is None else self._pending
+
     def pending(self) -> list[dict[str, Any]]:
-        return [e for e in self.entries() if e.get("state") == "pending"]
+        return list(self._index().values())
 
     def put(self, key: str, action: str, payload: Mapping[str, Any],
             about: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,13 +152,14 @@ class Outbox:
             entry = {"key": key, "action": action, "payload": dict(payload),
                      "about": dict(about), "state": "pending", "attempts": 0,
                      "created": self.clock(), "next_at": self.clock()}
+            self._index()
             self._write(entry)
         return entry
 
     def update(self, key: str, change: Callable[[dict[str, Any]], None]) -> None:
         """Change a stored entry in place (a firing alert that resolved before delivery)."""
-        entry = self.load(key)
-        if entry is not None and entry.get("state") == "pending":
+        entry = self._index().get(key)
+        if entry is not None:
             change(entry)
             self._write(entry)
 
@@ -194,7 +218,7 @@ class Outbox:
 
     def status(self) -> dict[str, Any]:
         """Readiness: the outbox never holds the daemon back; it says what waits."""
-        return {"synced": True, "pending": len(self.pending()) if self.dir.is_dir() else 0}
+        return {"synced": True, "pending": len(self._index())}
 
     async def run(self) -> None:
         """Resend what a previous run left pending (at once), then each entry when due."""
@@ -214,12 +238,8 @@ class Outbox:
         the next is due."""
         now = self.clock()
         soonest = IDLE_WAKE
-        for entry in self.entries():
+        for entry in list((self.scan() if resend_all else self._index()).values()):
             key = str(entry.get("key"))
-            if entry.get("state") != "pending":
-                if now - float(entry.get("settled", now)) > DONE_KEPT:
-                    self._path(key).unlink(missing_ok=True)
-                continue
             if key in self._busy:
                 continue
             if now - float(entry.get("created", now)) > self.policy.max_age:
