@@ -297,11 +297,11 @@ def docker_version() -> str:
 
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=_common.ROOT, text=True, capture_output=True,
-                          timeout=10, check=False).stdout.strip()
+                          timeout=10, check=False).stdout
 
 
 def report(runs: list[Run], machine: dict[str, Any], docker: str, commit: str,
-           dirty: list[str], quick: bool, started: str, finished: str) -> str:
+           dirty: list[str], quick: bool, started: str, finished: str, results: Path) -> str:
     mem_gib = machine["mem_total_mib"] / 1024
     lines = [
         "# remedyd benchmark results",
@@ -361,7 +361,9 @@ def report(runs: list[Run], machine: dict[str, Any], docker: str, commit: str,
                 measured, status = verdict(target, run.summary)
                 lines.append(f"| target: {target.what} {target.op} {target.limit:,g} "
                              f"{target.unit} | {status} |")
-            lines += ["", f"Summary: `bench/results/{run.bench.name}.json`."]
+            path = results / f"{run.bench.name}.json"
+            shown = path.relative_to(_common.ROOT) if path.is_relative_to(_common.ROOT) else path
+            lines += ["", f"Summary: `{shown}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -395,7 +397,7 @@ def main() -> int:
                                 else _common.ROOT / "bench" / "results.md")
     selected = [b for b in BENCHMARKS if not names or b.name in names]
 
-    commit = git("rev-parse", "HEAD")
+    commit = git("rev-parse", "HEAD").strip()
     dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no")
              .splitlines() if line.strip()]
     machine = _common.machine()
@@ -407,7 +409,7 @@ def main() -> int:
         runs.append(run_one(bench, args, results, env))
         # Written after each benchmark: an interrupted run still leaves what it measured.
         output.write_text(report(runs, machine, docker, commit, dirty, options.quick, started,
-                                 dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")))
+                                 dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"), results))
     failed = [r.bench.name for r in runs if r.error is not None]
     print(f"report: {output}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
