@@ -125,3 +125,38 @@ def test_a_daemon_whose_rules_send_nothing_through_apprise_does_not_import_it() 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=ROOT, check=True)
     assert done.stdout.strip() == "False"
+
+
+SECURITY_RULE = """
+rules:
+  - name: privileged-pod
+    description: a Pod runs privileged
+    source: security
+    when: event.attributes.privileged == true
+    security:
+      id: TEST-PRIV-1
+      severity: high
+      control: "CIS 5.2.1"
+      remediation: set privileged to false
+    actions: [notify.apprise: {urls: ["json://127.0.0.1:1/x"]}]
+"""
+
+
+def test_a_security_finding_says_its_check_severity_and_fix(tmp_path: Path) -> None:
+    from daemon.actions.notify_alertmanager import alert_of
+    from daemon.actions.notify_text import DEFAULT_BODY, DEFAULT_TITLE, render
+    from daemon.actions.params import AlertmanagerParams
+    from daemon.core.events import Event, Ref
+
+    event = Event("security", "pod", "finding", Ref("kubernetes", "pod", "web-1",
+                                                    namespace="shop"),
+                  "e1", 0.0, 0.0, {"privileged": True})
+    [decision] = Evaluator(ruleset(tmp_path, SECURITY_RULE)).evaluate(event, 0)
+    assert render(DEFAULT_TITLE, decision) == "[remedyd] privileged-pod on web-1 (high)"
+    body = render(DEFAULT_BODY, decision)
+    assert "check TEST-PRIV-1: CIS 5.2.1; fix: set privileged to false" in body
+    assert "pod web-1 in namespace shop" in body
+    alert = alert_of(decision, AlertmanagerParams(), "http://127.0.0.1:9464/", 0.0)
+    assert alert["labels"]["severity"] == "high" and alert["labels"]["check"] == "TEST-PRIV-1"
+    assert alert["labels"]["target_namespace"] == "shop"
+    assert alert["annotations"]["remediation"] == "set privileged to false"
