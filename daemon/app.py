@@ -40,6 +40,8 @@ from daemon.security.params import apply_params
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.systemd import Systemd
+from daemon.telemetry import redact as secrets
+from daemon.telemetry import tracing
 from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd")
@@ -73,6 +75,7 @@ class Daemon:
         self.settings = settings
         self.metrics = Metrics(registry)
         self.metrics.build.info({"version": __version__})
+        secrets.register(secrets.secrets_of(settings))
         self.bus = Bus(self.metrics, settings.engine.queue_size)
         self.audit = AuditLog(settings.audit.path, fsync=settings.audit.fsync,
                               checkpoint=settings.audit.checkpoint)
@@ -94,6 +97,8 @@ class Daemon:
             global_per=safety.max_actions_per, notify_max=settings.notify.max_notifications,
             notify_per=settings.notify.max_notifications_per,
             coalesce_window=safety.coalesce_window))
+        # OpenTelemetry only when OTEL_* asks for an exporter (off, it is not imported).
+        self.executor.tracer = tracing.from_environment(os.environ)
         # Decisions made while a rule's state flaps are audited as suppressed by it.
         self.executor.insert_guard(FlappingGuard(), before="superseded")
         self.state_hooks: list[Callable[[StateChange], None]] = []
@@ -401,6 +406,7 @@ class Daemon:
             except TimeoutError:
                 event = None
             now = loop.time()
+            received = time.time() if self.executor.tracer.enabled else 0.0
             decisions = [] if event is None else self.evaluator.evaluate(event, now)
             if event is not None:
                 self.ladder.observe(event)
@@ -412,6 +418,12 @@ class Daemon:
                 self._state_changed(change)
             if event is not None and decisions:
                 self.metrics.decision_lag.observe(max(0.0, time.time() - event.occurred_at))
+            if received and decisions:
+                evaluated = time.time()
+                for decision in decisions:
+                    # A decision due later (a `for:` elapsing) was not this event's doing.
+                    if event is not None and decision.event is event:
+                        self.executor.tracer.begin(decision, received, evaluated)
             for decision in decisions:
                 self.executor.submit(decision)
 
@@ -445,4 +457,5 @@ class Daemon:
             self._lifecycle("stopped", cancelled_actions=cancelled)
         await self._stack.aclose()
         self.audit.close()
+        self.executor.tracer.shutdown()
         log.info("stopped")

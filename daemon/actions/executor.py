@@ -46,7 +46,7 @@ from daemon.engine.budgets import GuardBook
 from daemon.engine.targets import aim
 from daemon.telemetry.logs import incident_context
 from daemon.telemetry.metrics import Metrics
-from daemon.telemetry.tracing import NOOP, Tracer
+from daemon.telemetry.tracing import NOOP, Span, Tracer
 
 log = logging.getLogger("remedyd.executor")
 # The steps handed back to `Action.remember` on start: done, or maybe done (the daemon
@@ -92,6 +92,15 @@ class _Intent:
 def _rung(decision: Decision) -> dict[str, int]:
     """A ladder's later rung says which it is in its records (the first says nothing)."""
     return {"step": decision.step} if decision.step else {}
+
+
+def _last_rung(decision: Decision) -> bool:
+    """Whether the incident is over with this decision's outcome: its rule has no ladder
+    (daemon/actions/ladder.py ends a ladder's), or this is the ladder's closing
+    notification."""
+    rule = decision.rule
+    laddered = bool(rule.escalate) or any(spec.verify is not None for spec in rule.actions)
+    return not laddered or decision.step > len(rule.escalate)
 
 
 @dataclass
@@ -290,6 +299,8 @@ class Executor:
                 self._locks.pop(key, None)
             if intent is not None:
                 self.record_outcome(intent)
+            elif decision.step == 0 or _last_rung(decision):
+                tracer.forget(decision.incident_id)  # refused: no ladder carries it on
             context.__exit__(None, None, None)
 
     async def _judge(self, decision: Decision) -> tuple[GuardContext, list[GuardResult]]:
@@ -432,7 +443,7 @@ class Executor:
                               {"remedyd.action": spec.name, "remedyd.step": decision.step,
                                "remedyd.target": decision.target.key}) as span:
             try:
-                await self._guarded_step(action, decision, params, step, last, span)
+                await self._guarded_step(intent, action, params, step, last, span, started)
             finally:
                 span.set("remedyd.outcome", step.get("outcome", "cancelled"))
                 if step.get("outcome", "success") != "success":
@@ -441,9 +452,10 @@ class Executor:
             self._remember(action, step, self.wall_clock())
         return self._timed(step, started, decision)
 
-    async def _guarded_step(self, action: Action, decision: Decision, params: Any,
-                            step: dict[str, Any], last: list[str], span: Span) -> None:
-        started = self.clock()
+    async def _guarded_step(self, intent: _Intent, action: Action, params: Any,
+                            step: dict[str, Any], last: list[str], span: Span,
+                            started: float) -> None:
+        decision = intent.decision
         try:
             async with asyncio.timeout(self.settings.action_timeout):
                 details, attempts = await self._attempts(action, decision, params, last,
@@ -458,7 +470,7 @@ class Executor:
                 step["verified"] = bool(verified)
         except asyncio.CancelledError:
             step.update(outcome="cancelled", error="daemon shutting down")
-            self._timed(step, started, decision)
+            intent.steps.append(self._timed(step, started, decision))
             raise
         except TimeoutError:
             step.update(outcome="timeout",
@@ -481,11 +493,13 @@ class Executor:
         return step
 
     async def _attempts(self, action: Action, decision: Decision, params: Any,
-                        last: list[str]) -> tuple[dict[str, Any], int]:
+                        last: list[str], span: Span) -> tuple[dict[str, Any], int]:
         attempts = action.attempts(params) or self.settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return await action.run(decision, params), attempt
+                with self.tracer.span(decision.incident_id, "attempt",
+                                      {"remedyd.attempt": attempt}, parent=span):
+                    return await action.run(decision, params), attempt
             except PermanentError:
                 raise
             except TemporaryError as exc:
@@ -516,6 +530,7 @@ class Executor:
             "target": decision.target.as_dict(), "decision": intent.status,
             **_rung(decision), "outcome": outcome, "steps": intent.steps,
             "duration_s": round(self.clock() - intent.started, 6),
+            **self._trace(decision),
         }
         if error:
             record["error"] = error
@@ -525,6 +540,12 @@ class Executor:
                 hook(decision, stored or record)
             except Exception:
                 log.exception("incident %s: an outcome hook failed", decision.incident_id)
+        if _last_rung(decision):
+            self.tracer.forget(decision.incident_id)
+
+    def _trace(self, decision: Decision) -> dict[str, str]:
+        trace_id = self.tracer.trace_id(decision.incident_id)
+        return {"trace_id": trace_id} if trace_id else {}
 
     def _append_outcome(self, record: dict[str, Any]) -> dict[str, Any] | None:
         try:

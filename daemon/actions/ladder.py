@@ -178,8 +178,16 @@ class Ladder:
                                     self._condition(verify.until), self.prometheus)
         for key in run.keys:
             self._waiting.setdefault(key, []).append((run, verification))
+        tracer = self.executor.tracer
         try:
-            verdict = await verification.wait()
+            with tracer.span(run.incident, "verification",
+                             {"remedyd.step": step, "remedyd.signal": signal_of(verify),
+                              "remedyd.within": verify.within}) as span:
+                verdict = await verification.wait()
+                span.set("remedyd.verdict", verdict.outcome)
+                span.set("remedyd.detail", verdict.detail)
+                if verdict.outcome != "recovered":
+                    span.fail(verdict.detail)
         except asyncio.CancelledError:
             self._verdict(run, step, verify, Verdict("unknown", "cancelled: the daemon is "
                                                                "shutting down"))
@@ -223,6 +231,8 @@ class Ladder:
             "incident": run.incident, "rule": run.rule.name, "target": run.target.as_dict(),
             "step": step, "outcome": verdict.outcome, "within": verify.within,
             "signal": signal, "detail": verdict.detail}
+        if trace_id := self.executor.tracer.trace_id(run.incident):
+            record["trace_id"] = trace_id
         if verify.until is not None:
             record["until"] = verify.until
         if verify.query is not None:
@@ -282,7 +292,7 @@ class Ladder:
     def _close(self, run: _Run, why: str) -> None:
         """The ladder ran out without a repair that held: pause the rule on the subject
         and send the notifications that have not gone out."""
-        self._end(run)
+        self._end(run, trace=False)  # its closing notification ends the trace
         pause = Pause(run.rule.name, run.incident, why, run.keys)
         if self.guard.paused(run.rule.name, run.target.key) is None:
             self._paused += 1
@@ -298,8 +308,8 @@ class Ladder:
         if notify is None:
             log.error("incident %s: no one to tell (the rule has no notify step and "
                       "[notify] webhook_url is unset)", run.incident)
-        elif notify:
-            self._submit(run, closing_step(run.rule), notify, why)
+        if not notify or not self._submit(run, closing_step(run.rule), notify, why):
+            self.executor.tracer.forget(run.incident)
 
     def _notifications(self, run: _Run, why: str) -> tuple[ActionSpec, ...] | None:
         """The rule's notification steps that have not run (none left: every one did);
@@ -314,12 +324,14 @@ class Ladder:
             return (ActionSpec(name="notify.webhook", params={"message": message}),)
         return None
 
-    def _end(self, run: _Run) -> None:
+    def _end(self, run: _Run, trace: bool = True) -> None:
         """The ladder is over: a later decision of its incident starts afresh (a paused
         subject's are refused by the pause)."""
         if self._runs.get(run.incident) is run:
             del self._runs[run.incident]
             self.guard.rungs.pop(run.incident, None)
+            if trace:
+                self.executor.tracer.forget(run.incident)
 
     def _audit(self, kind: str, record: dict[str, Any]) -> None:
         try:
