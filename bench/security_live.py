@@ -16,7 +16,7 @@ dockerd answers no inspect of a container while it starts it (measured: an inspe
 after the start began, the finding can only follow the start.
 
 Setup: remedyd (bench/_daemon.py) with the Docker source and the bundled Docker security
-pack (`--rules pack`, rules/security-docker.yaml: a container as `docker run --cap-add
+pack (`--rules pack`, rules/security.yaml: a container as `docker run --cap-add
 SYS_ADMIN IMAGE` starts fails 8 checks, so 8 notifications each) or that check alone
 (`--rules one`); `--hardened` gives the containers the hardened configuration of
 tests/fixtures/security/docker/hardened.json, so SYS_ADMIN is their only finding.
@@ -56,7 +56,7 @@ from aiohttp import web
 CHECK = "CIS-DOCKER-5-3"
 RULE = "docker-capabilities-added"
 LABEL = "remedyd-bench-security"
-PACK = ROOT / "rules" / "security-docker.yaml"
+PACK = ROOT / "rules" / "security.yaml"
 PINNED = "remedyd-test/busybox:1.36.1"  # a fixed tag of the test image (DOCKER-IMG-LATEST)
 MIB = 2**20
 NS = 1_000_000_000
