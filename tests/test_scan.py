@@ -364,3 +364,20 @@ def test_reading_split_over_processes_keeps_objects_lines_and_problems(
     assert serial_err.count("YAML error") == 4
     for workers in (2, 3):
         assert read(workers) == (serial, serial_err)
+
+
+async def test_live_kubernetes_kind_refused_is_named_and_the_rest_scanned(
+        kube: KubeApiServer, kubeconfig: Path) -> None:
+    kube.bed.apply(_pod("debug", "shop", privileged=True))
+    kube.bed.faults.add("status", path="/clusterrolebindings$", code=403, count=5)
+    env = {**_quiet_env(), "KUBECONFIG": str(kubeconfig)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon", "scan", "--kubernetes", "--rules", CHECKS,
+        "--format", "json", "--fail-on", "critical", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1, err.decode()
+    assert "list clusterrolebindings: forbidden" in err.decode()
+    assert "clusterrolebindings not scanned" in err.decode()
+    assert {f["object"] for f in json.loads(out)["findings"]
+            if f["check"] == "TEST-PRIVILEGED"} == {"kubernetes/pod/shop/debug"}
