@@ -78,7 +78,8 @@ class Daemon:
         secrets.register(secrets.secrets_of(settings))
         self.bus = Bus(self.metrics, settings.engine.queue_size)
         self.audit = AuditLog(settings.audit.path, fsync=settings.audit.fsync,
-                              checkpoint=settings.audit.checkpoint)
+                              checkpoint=settings.audit.checkpoint,
+                              scrub=secrets.scrub_value)
         self.http_client = HttpClient()
         self._stack = AsyncExitStack()
         self.sources: list[Source] = []

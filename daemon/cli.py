@@ -167,8 +167,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if args.dry_run:
         settings.safety.dry_run = True
-    logging.basicConfig(level=settings.log.level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from daemon.telemetry import logs, redact
+
+    # Secrets are masked from the first line on, the daemon's own start included.
+    redact.register(redact.secrets_of(settings))
+    logs.configure(settings.log.level, settings.log.format)
     from daemon.app import Daemon
     from daemon.http.server import ListenError
 

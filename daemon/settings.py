@@ -36,6 +36,7 @@ from pydantic_settings import (
 from daemon.core.durations import Duration
 from daemon.core.errors import ConfigError
 from daemon.core.validation import describe, error_path
+from daemon.telemetry.redact import scrub
 
 ENV_PREFIX = "REMEDYD_"
 
@@ -450,6 +451,9 @@ class EngineSettings(_Group):
 
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one line for people (with incident= and trace= when known); json: one object
+    # a line for a log pipeline (daemon/telemetry/logs.py).
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(BaseSettings):
@@ -486,6 +490,18 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
 
+# Their values are credentials: an error names the key and never echoes what was given.
+_SECRET_KEYS = frozenset({"api_token", "alertmanager_token", "alertmanager_password",
+                          "secret", "headers"})
+
+
+def _showable(error: Any) -> bool:
+    """Whether an error may quote its input: not a credential, nor a table that may hold
+    one (a model check on [webhooks] gets the whole table)."""
+    return (not isinstance(error.get("input"), dict | list)
+            and not _SECRET_KEYS.intersection(error_path(error)))
+
+
 def load_settings(path: Path | None) -> Settings:
     """Settings from `path` (if any) and the environment, or a ConfigError naming the key."""
     data: dict[str, Any] = {}
@@ -508,7 +524,7 @@ def load_settings(path: Path | None) -> Settings:
     except ValidationError as exc:
         raise ConfigError("\n".join(
             f"{_origin(error_path(error), where)}: "
-            f"{describe(error, show_input=True, name_unknown_keys=True)}"
+            f"{scrub(describe(error, show_input=_showable(error), name_unknown_keys=True))}"
             for error in exc.errors())) from None
     except SettingsError as exc:
         # Whatever the check above did not foresee still names the environment.

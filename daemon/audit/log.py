@@ -143,8 +143,11 @@ class AuditLog:
         fsync: bool = True,
         clock: Callable[[], float] = time.time,
         checkpoint: Path | None = None,
+        scrub: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     ) -> None:
         self._path = Path(path)
+        # Masks secrets in every record before it is chained (the daemon's redaction).
+        self._scrub = scrub
         self._checkpoint = Path(checkpoint) if checkpoint else default_checkpoint_path(self._path)
         self._checkpoint_error: str | None = None
         # With a scheduler (the event loop's call_soon), the checkpoint is written once the
@@ -252,6 +255,8 @@ class AuditLog:
         if clash:
             names = ", ".join(sorted(clash))
             raise ValueError(f"audit fields may not set reserved key(s): {names}")
+        if self._scrub is not None:
+            fields = self._scrub(fields)
         with self._lock:
             return self._append_locked(kind, fields)
 

@@ -21,6 +21,7 @@ from daemon.http.linger import answer_early
 from daemon.http.openapi import MAX_AUDIT_LIMIT, SPEC
 from daemon.http.requestlog import ServerLog
 from daemon.telemetry.metrics import Metrics
+from daemon.telemetry.redact import scrub
 
 log = logging.getLogger("remedyd.http")
 
@@ -87,7 +88,19 @@ def build_app(daemon: DaemonView, metrics: Metrics,
                                 request.path, exc_info=True)
             return _error(500, "internal error (a bug in remedyd; the log has details)")
 
-    app = web.Application(middlewares=[json_errors])
+    @web.middleware
+    async def redacted(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The last word on what the API answers: whatever a view, an integration's route
+        # or an error message carries, no configured secret or URL password leaves.
+        response = await handler(request)
+        if (isinstance(response, web.Response) and response.content_type == "application/json"
+                and response.text is not None):
+            masked = scrub(response.text)
+            if masked != response.text:
+                response.text = masked
+        return response
+
+    app = web.Application(middlewares=[json_errors, redacted])
     app[_SERVER_LOG] = server_log
 
     async def close_log(app: web.Application) -> None:
