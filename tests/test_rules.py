@@ -244,8 +244,11 @@ def test_the_catalog_describes_each_implemented_action() -> None:
     from daemon.actions.docker import docker_actions
     from daemon.actions.kube.catalog import kube_actions
     from daemon.actions.notify import Webhook
+    from daemon.actions.notify_alertmanager import AlertmanagerNotify
+    from daemon.actions.notify_apprise import AppriseNotify
 
     implemented = [*docker_actions(object()), Webhook(object(), None),  # type: ignore[arg-type]
+                   AppriseNotify(), AlertmanagerNotify(object(), None, None, ""),  # type: ignore[arg-type]
                    *kube_actions(object(), object())]  # type: ignore[arg-type]
     assert sorted(a.name for a in implemented) == sorted(ACTIONS)
     for action in implemented:
