@@ -90,3 +90,17 @@ def test_the_incident_is_an_alert_routed_silenced_and_resolved(
             db.close()
             assert daemon.stop() == 0
     assert daemon.verify_audit().returncode == 0
+
+
+def test_an_alert_with_no_alertmanager_anywhere_is_a_warning(tmp_path: Path) -> None:
+    from tests.test_check import check, lines
+
+    text = RULES.replace("source: probe", "source: docker")
+    result = check(tmp_path, text, docker=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines(result)[0].endswith(
+        "warning: notify.alertmanager has no url and [alertmanager] url is not set; the "
+        "alert cannot be sent")
+    named = text.replace('{description: "{target} failed: {event}"}',
+                         '{url: "http://127.0.0.1:9093"}')
+    assert check(tmp_path, named, "--strict", docker=True).returncode == 0

@@ -27,6 +27,8 @@ class Available:
     webhook_url: str | None = None
     # [prometheus] url is set: `unless:` gates and `verify.query` can be asked.
     prometheus: bool = False
+    # [alertmanager] url is set: where notify.alertmanager posts when the rule names none.
+    alertmanager: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,10 @@ def _problems(rule: Rule, available: Available) -> Iterator[str]:
                 not available.webhook_url):
             yield ("notify.webhook has no url and [notify] webhook_url is not set; "
                    "the notification cannot be sent")
+        elif spec.name == "notify.alertmanager" and not spec.params.get("url") and (
+                not available.alertmanager):
+            yield ("notify.alertmanager has no url and [alertmanager] url is not set; "
+                   "the alert cannot be sent")
 
 
 def _switch(integration: str) -> str:

@@ -35,4 +35,5 @@ def available(settings: Settings) -> Available:
             actions.update(cls.action_names)
     return Available(sources=frozenset(sources), actions=frozenset(actions),
                      webhook_url=settings.notify.webhook_url,
-                     prometheus=settings.prometheus.url is not None)
+                     prometheus=settings.prometheus.url is not None,
+                     alertmanager=settings.alertmanager.url is not None)
