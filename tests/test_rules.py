@@ -326,3 +326,19 @@ def test_a_reload_with_a_misfit_action_is_refused(tmp_path: Path) -> None:
             error)
     finally:
         daemon.stop()
+
+
+def test_a_condition_naming_an_undeclared_param_is_refused_at_load(tmp_path: Path) -> None:
+    """Rules whose params agree share one CEL context, so a misspelt `params.x` would
+    read another rule's value; it is refused where it is written instead."""
+    path = write(tmp_path, """rules:
+  - name: a
+    source: docker
+    params: {limit: 3}
+    when: event.attributes.x == params.limt || event.attributes.y == params["other"]
+    actions:
+      - notify.webhook: {url: "http://127.0.0.1:1/x"}
+""")
+    result = check(path)
+    assert result.returncode == 1
+    assert "rule 'a': when: params limt, other not declared in `params`" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,14 @@ def compile_rule(loaded: LoadedRule,
             _compile_condition(f"{label}: {spec.name}: verify.until", spec.verify.until,
                                problems)
     uses_params = any("params" in c.variables for c in (condition, clear) if c is not None)
+    for label, text in (("when", rule.when), ("clear_when", rule.clear_when or "")):
+        undeclared = sorted({m.group(1) or m.group(2) for m in _PARAM_REF.finditer(text)}
+                            - set(rule.params))
+        if undeclared:
+            # Rules share a CEL context when their params agree, so an undeclared name
+            # would read another rule's value instead of failing.
+            problems.append(f"{label}: params {', '.join(undeclared)} not declared in "
+                            "`params`")
     models = {name: _params_of(entry) for name, entry in catalog.items()}
     for label, spec in steps_of(rule):
         try:
@@ -156,6 +165,10 @@ def compile_rule(loaded: LoadedRule,
                         attributes=_attributes(rule), clear=clear,
                         uses_params=uses_params), []
 
+
+# `params.name` or `params["name"]` in a condition.
+_PARAM_REF = re.compile(r"""\bparams\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)"""
+                        r"""|\[\s*["']([^"']+)["']\s*\])""")
 
 # What a condition may name: the event, the subject's current state, the rule's params.
 CONDITION_VARIABLES = frozenset({"event", "object", "params"})
