@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,65 @@ def test_an_alert_with_no_alertmanager_anywhere_is_a_warning(tmp_path: Path) -> 
     named = text.replace('{description: "{target} failed: {event}"}',
                          '{url: "http://127.0.0.1:9093"}')
     assert check(tmp_path, named, "--strict", docker=True).returncode == 0
+
+
+async def test_a_firing_alert_is_refreshed_until_its_rule_resolves(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from daemon.actions.notify_alertmanager import AlertmanagerNotify, rfc3339
+    from daemon.actions.params import AlertmanagerParams
+    from daemon.clients.http import HttpClient
+    from daemon.engine.changes import StateChange
+    from daemon.engine.evaluator import Evaluator
+    from tests.rulekit import docker_event, ruleset
+
+    posts: list[list[dict[str, Any]]] = []
+    arrived = asyncio.Event()
+
+    async def take(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        arrived.set()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    text = RULES.replace("source: probe", "source: docker").replace(
+        'event.kind == "probe" && event.action == "failed"', 'event.action == "oom"')
+    [decision] = Evaluator(ruleset(tmp_path, text)).evaluate(docker_event("oom"), 0)
+    async with HttpClient() as http:
+        action = AlertmanagerNotify(http, f"http://127.0.0.1:{port}", None, "", refresh=0.05)
+        refresh = asyncio.create_task(action.run_refresh())
+        try:
+            await action.run(decision, AlertmanagerParams())
+            async with asyncio.timeout(10):
+                while len(posts) < 3:  # the first post, then two refreshes
+                    arrived.clear()
+                    await arrived.wait()
+            ends = [batch[0]["endsAt"] for batch in posts[:3]]
+            assert ends == sorted(ends) and ends[0] < ends[2]
+            assert {batch[0]["labels"]["incident"] for batch in posts} == {
+                decision.incident_id}
+            before = len(posts)
+            action.on_state(StateChange(decision.rule.name, decision.target, "resolved",
+                                        decision.incident_id, 1.0))
+            after = rfc3339(time.time())
+            assert action.status()["firing"] == 0
+
+            def resolved() -> list[dict[str, Any]]:
+                return [b[0] for b in posts[before:] if b[0]["endsAt"] <= after]
+
+            async with asyncio.timeout(10):
+                while not resolved():
+                    arrived.clear()
+                    await arrived.wait()
+            assert resolved()[0]["labels"] == posts[0][0]["labels"]
+        finally:
+            refresh.cancel()
+            await runner.cleanup()
