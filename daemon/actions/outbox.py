@@ -207,6 +207,12 @@ class Outbox:
             entry.update(state="dropped", error=str(exc), settled=self.clock())
             self._write(entry)
             raise
+        except asyncio.CancelledError:
+            # The executor's timeout or a shutdown: the send may still be under way (an
+            # Apprise thread cannot be stopped), so the loop waits a backoff before its turn.
+            entry.update(next_at=self.clock() + self.policy.backoff, error="interrupted")
+            self._write(entry)
+            raise
         finally:
             self._busy.discard(key)
         entry.update(state="done", settled=self.clock())
