@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import operator
@@ -206,6 +207,19 @@ class Run:
     exit_code: int | None = None
     error: str | None = None
     summary: dict[str, Any] | None = None
+    date: str = ""  # UTC, when it started
+    commit: str = ""
+    again: bool = False  # made by --again, into an earlier report
+
+    def as_record(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["bench"] = self.bench.name
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Run:
+        bench = next(b for b in BENCHMARKS if b.name == record["bench"])
+        return cls(**{**record, "bench": bench})
 
 
 def dig(data: Any, path: str) -> Any:
@@ -241,13 +255,17 @@ def verdict(target: Target, summary: dict[str, Any] | None) -> tuple[str, str]:
     return fmt(value), "met" if OPS[target.op](value, target.limit) else "**missed**"
 
 
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def run_one(bench: Bench, args: tuple[str, ...], results: Path, env: dict[str, str]) -> Run:
     command = [PYTHON, f"bench/{bench.script}", *args]
-    run = Run(bench, command, loadavg())
+    run = Run(bench, command, loadavg(), date=now(), commit=git("rev-parse", "HEAD").strip())
     print(f"== {bench.name}: {shlex.join(command)}  (load {' '.join(run.load_before)})",
           flush=True)
     summary_path = results / f"{bench.name}.json"
@@ -300,9 +318,12 @@ def git(*args: str) -> str:
                           timeout=10, check=False).stdout
 
 
-def report(runs: list[Run], machine: dict[str, Any], docker: str, commit: str,
-           dirty: list[str], quick: bool, started: str, finished: str, results: Path) -> str:
+def report(runs: list[Run], header: dict[str, Any], results: Path) -> str:
+    machine, commit, dirty = header["machine"], header["commit"], header["dirty"]
+    quick, docker = header["quick"], header["docker"]
     mem_gib = machine["mem_total_mib"] / 1024
+    again = [f"{r.bench.name} at {r.date} (`{r.commit[:12]}`)" for r in runs
+             if r.again]
     lines = [
         "# remedyd benchmark results",
         "",
@@ -311,7 +332,8 @@ def report(runs: list[Run], machine: dict[str, Any], docker: str, commit: str,
         "",
         "| | |",
         "|---|---|",
-        f"| date (UTC) | {started} → {finished} |",
+        f"| date (UTC) | {header['started']} → {header['finished']}"
+        + (f"; run again (`--again`): {', '.join(again)}" if again else "") + " |",
         f"| commit | `{commit}`"
         + (f", **dirty**: {len(dirty)} tracked path(s) changed ({', '.join(dirty[:8])}"
            f"{', …' if len(dirty) > 8 else ''})" if dirty else ", clean") + " |",
@@ -349,7 +371,8 @@ def report(runs: list[Run], machine: dict[str, Any], docker: str, commit: str,
         lines.append(f"| {run.bench.name} | {status} | {run.seconds:.0f} | "
                      f"{' '.join(run.load_before)} → {' '.join(run.load_after)} |")
     for run in runs:
-        lines += ["", f"### {run.bench.name}", "", "```sh", shlex.join(run.command), "```", ""]
+        lines += ["", f"### {run.bench.name}", "", f"Started {run.date} UTC, commit "
+                  f"`{run.commit[:12]}`.", "", "```sh", shlex.join(run.command), "```", ""]
         if run.error is not None:
             lines += ["**Failed**:", "", "```", run.error.strip()[-1500:], "```", ""]
         if run.summary is not None:
@@ -375,6 +398,9 @@ def main() -> int:
                         + ", ".join(b.name for b in BENCHMARKS))
     parser.add_argument("--args", action="append", default=[], metavar="NAME=ARGS",
                         help="run benchmark NAME with these arguments instead (repeatable)")
+    parser.add_argument("--again", action="store_true",
+                        help="run the --only benchmarks again and keep the other runs of the "
+                        "last report (from its state, RESULTS/run_all.json)")
     parser.add_argument("--output", type=Path, default=None,
                         help="the report (default: bench/results.md; with --quick, next to "
                         "the summaries in a temporary directory)")
@@ -397,19 +423,34 @@ def main() -> int:
                                 else _common.ROOT / "bench" / "results.md")
     selected = [b for b in BENCHMARKS if not names or b.name in names]
 
-    commit = git("rev-parse", "HEAD").strip()
-    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no")
-             .splitlines() if line.strip()]
-    machine = _common.machine()
-    docker = docker_version()
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
-    runs = []
+    state_path = results / "run_all.json"
+    if options.again:
+        if not names:
+            parser.error("--again needs --only NAMES")
+        state = json.loads(state_path.read_text())
+        header = state["header"]
+        kept = [Run.from_record(r) for r in state["runs"]]
+    else:
+        header = {"machine": _common.machine(), "docker": docker_version(),
+                  "commit": git("rev-parse", "HEAD").strip(), "quick": options.quick,
+                  "dirty": [line[3:] for line in git("status", "--porcelain",
+                                                     "--untracked-files=no").splitlines()
+                            if line.strip()],
+                  "started": now(), "finished": now()}
+        kept = []
+    runs: list[Run] = []
     for bench in selected:
         args = overrides.get(bench.name, bench.quick if options.quick else bench.args)
         runs.append(run_one(bench, args, results, env))
+        runs[-1].again = options.again
+        if not options.again:
+            header["finished"] = now()
+        done = {r.bench.name: r for r in (*kept, *runs)}
+        ordered = [done[b.name] for b in BENCHMARKS if b.name in done]
         # Written after each benchmark: an interrupted run still leaves what it measured.
-        output.write_text(report(runs, machine, docker, commit, dirty, options.quick, started,
-                                 dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"), results))
+        output.write_text(report(ordered, header, results))
+        state_path.write_text(json.dumps({"header": header, "runs": [
+            r.as_record() for r in ordered]}, indent=1) + "\n")
     failed = [r.bench.name for r in runs if r.error is not None]
     print(f"report: {output}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

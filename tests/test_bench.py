@@ -187,3 +187,17 @@ def test_run_all_reports_machine_figures_targets_and_a_failed_benchmark(
     assert f"nproc = {os.cpu_count()}" in text and "| commit | `" in text
     # Load before and after each benchmark, in the runs table.
     assert text.count(" → ") >= 3
+
+    # The failed one run again into the same report, the other run kept as it was.
+    again = subprocess.run(
+        [sys.executable, str(BENCH / "run_all.py"), "--quick", "--again", "--only",
+         "security_scan", "--output", str(report)], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    text_again = report.read_text()
+    assert "unrecognized arguments" not in text_again
+    assert "run again (`--again`): security_scan" in text_again
+    assert "| security_scan | 10,000 Pods, one file < 10 s | " in text_again
+    assert "not measured (failed)" not in text_again
+    assert text_again.split("### engine_throughput")[1].split("###")[0] == text.split(
+        "### engine_throughput")[1].split("###")[0]
