@@ -1,6 +1,6 @@
-"""The Docker security checks (the Docker section of rules/security.yaml) on real `docker inspect` output:
-each check has a fixture it passes and one it fails, and a hardened container has no
-finding at all.
+"""The Docker security checks (the Docker section of rules/security.yaml) on real
+`docker inspect` output: each check has a fixture it passes and one it fails, and a
+hardened container has no finding at all.
 
 The fixtures in tests/fixtures/security/docker/ were captured from containers started
 on the private dockerd (scripts/stack/dockerd-up) with the arguments in CAPTURED:
