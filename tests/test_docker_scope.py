@@ -105,9 +105,8 @@ rules:
   - name: restart-minio
     source: docker
     when: >-
-      {UNHEALTHY} && "com.docker.compose.service" in event.attributes
-      && event.attributes["com.docker.compose.project"] == "lake"
-      && event.attributes["com.docker.compose.service"] == "minio"
+      {UNHEALTHY} && event.attributes.compose_project == "lake"
+      && event.attributes.compose_service == "minio"
     actions:
       - docker.restart: {{timeout: 1s}}
 """
@@ -118,3 +117,4 @@ rules:
     wait_for(lambda: restarted(daemon, minio), 30, "the minio service's restart")
     decision = decisions(daemon, minio, "restart-minio")[0]
     assert decision["event"]["attributes"]["com.docker.compose.service"] == "minio"
+    assert decision["event"]["attributes"]["compose_service"] == "minio"

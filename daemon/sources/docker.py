@@ -46,6 +46,17 @@ def event_key(raw: dict[str, Any]) -> str:
     return f"{raw.get('timeNano', 0)}:{actor.get('ID', raw.get('id', ''))}:{raw.get('Action', '')}"
 
 
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+
+
+def with_compose_names(attributes: dict[str, Any]) -> None:
+    """`compose_project` and `compose_service`, "" outside Compose: a rule can match them
+    on any container, where reading an absent label would be an evaluation error."""
+    attributes["compose_project"] = str(attributes.get(COMPOSE_PROJECT, ""))
+    attributes["compose_service"] = str(attributes.get(COMPOSE_SERVICE, ""))
+
+
 def normalise(raw: dict[str, Any], observed_at: float) -> Event | None:
     """A raw engine event as an Event, or None for noise (health probes' exec_* events)."""
     action_text = str(raw.get("Action") or raw.get("status") or "")
@@ -58,6 +69,8 @@ def normalise(raw: dict[str, Any], observed_at: float) -> Event | None:
     if action == "health_status" and detail:
         attributes["health"] = detail
     kind = str(raw.get("Type") or "container")
+    if kind == "container":
+        with_compose_names(attributes)
     ident = str(actor.get("ID") or raw.get("id") or "")
     time_nano = int(raw.get("timeNano") or 0)
     return Event(
@@ -308,6 +321,7 @@ class DockerSource:
         attributes: dict[str, JSONValue] = {
             str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
         attributes.update(name=name, image=str(config.get("Image", "")))
+        with_compose_names(attributes)
         if transition.exit_code is not None:
             attributes["exitCode"] = str(transition.exit_code)
         attributes["restartCount"] = _int(state.get("RestartCount"))
@@ -344,6 +358,7 @@ class DockerSource:
         name = str(names[0]).lstrip("/")
         attributes = {str(k): str(v) for k, v in (listed.get("Labels") or {}).items()}
         attributes.update(name=name, image=str(listed.get("Image", "")), health=health)
+        with_compose_names(attributes)
         self._metrics.events.labels(SOURCE, "container", "health_status").inc()
         return Event(
             source=SOURCE, kind="container", action="health_status",
