@@ -7,6 +7,7 @@ deleted, drift made while its watch was down, and stops finding what was accepte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import shutil
@@ -108,16 +109,24 @@ async def tapped(kube: KubeApiServer, kubeconfig: Path
     kube.bed.apply(stateful_pod())
     kube.bed.apply(policy())
     recorder = Recorder()
+    async with running_tap(kubeconfig, recorder) as (source, tap, _):
+        await until(lambda: source.synced and recorder.seen_of("Namespace", "shop"),
+                    "the listing, handed over")
+        yield source, recorder
+        assert tap.counts["errors"] == 0
+
+
+@contextlib.asynccontextmanager
+async def running_tap(kubeconfig: Path, recorder: Recorder
+                      ) -> AsyncIterator[tuple[KubernetesSource, KubePosture, asyncio.Task[None]]]:
+    """The Kubernetes source over the test bed, running, with the posture tap on it."""
     client = KubeClient(kubeconfig, None, 5.0)
     source = KubernetesSource(client, lambda event: None, Metrics(CollectorRegistry()), KINDS,
                               tuning=FAST)
     tap = KubePosture(source, recorder)
     task = asyncio.create_task(source.run())
     try:
-        await until(lambda: source.synced and recorder.seen_of("Namespace", "shop"),
-                    "the listing, handed over")
-        yield source, recorder
-        assert tap.counts["errors"] == 0
+        yield source, tap, task
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -225,22 +234,13 @@ async def test_a_failing_tracker_costs_that_object_only(kube: KubeApiServer,
     kube.bed.apply(web())
     kube.bed.apply(policy())
     recorder = Failing()
-    client = KubeClient(kubeconfig, None, 5.0)
-    source = KubernetesSource(client, lambda event: None, Metrics(CollectorRegistry()), KINDS,
-                              tuning=FAST)
-    tap = KubePosture(source, recorder)
-    task = asyncio.create_task(source.run())
-    try:
+    async with running_tap(kubeconfig, recorder) as (source, tap, task):
         await until(lambda: source.synced and recorder.seen_of("Namespace", "default"),
                     "the listing")
         kube.bed.apply(web(privileged=True))
         await until(lambda: len(recorder.seen_of("Deployment", "web")) >= 2, "the update")
         assert tap.counts["errors"] == 2  # the Pod and the namespace shop
         assert not task.done()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await client.close()
 
 
 # -- remedyd itself, with the security rules ---------------------------------------------
