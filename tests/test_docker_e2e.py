@@ -295,6 +295,25 @@ rules:
     assert records_for(daemon, cid, "outcome") == []
 
 
+def flood_until_engine_skips(docker_host: str, noisy: str) -> None:
+    """With remedyd stopped, send events until dockerd drops them for it.
+
+    Once remedyd's socket is full, each event waits 100 ms for it and is dropped. Five
+    slow kills in a row, not one: on a loaded machine one slow request says nothing, and
+    the events that follow would then still fit in and arrive."""
+    engine = docker_host.removeprefix("unix://")
+    deadline, slow = time.monotonic() + 60, 0
+    for _ in range(20_000):
+        started = time.monotonic()
+        _unix_post(engine, f"/containers/{noisy}/kill?signal=SIGWINCH")
+        slow = slow + 1 if time.monotonic() - started > 0.09 else 0
+        if slow >= 5:
+            return
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError("dockerd never started skipping remedyd")
+
+
 def test_periodic_reconcile_heals_what_the_engine_silently_skipped(
         docker_host: str, containers: ContainerFactory, daemon_factory: Any) -> None:
     # dockerd drops events for a listener that does not take them within 100 ms,
@@ -305,20 +324,9 @@ def test_periodic_reconcile_heals_what_the_engine_silently_skipped(
     sick = containers(*HEALTH_FILE)
     wait_for(lambda: docker_inspect(docker_host, sick)["State"]["Health"]["Status"]
              == "healthy", 20, "the container to be healthy")
-    engine = docker_host.removeprefix("unix://")
     daemon.signal(signal.SIGSTOP)
     try:
-        # Once the socket is full, each event waits 100 ms for remedyd and is dropped.
-        # Five slow kills in a row, not one: on a loaded machine one slow request says
-        # nothing, and the health event would then still fit in and arrive.
-        deadline, slow = time.monotonic() + 60, 0
-        for _ in range(20_000):
-            started = time.monotonic()
-            _unix_post(engine, f"/containers/{noisy}/kill?signal=SIGWINCH")
-            slow = slow + 1 if time.monotonic() - started > 0.09 else 0
-            if slow >= 5 or time.monotonic() > deadline:
-                break
-        assert time.monotonic() <= deadline, "dockerd never started skipping remedyd"
+        flood_until_engine_skips(docker_host, noisy)
         docker_cli(docker_host, "exec", sick, "touch", "/tmp/sick")
         wait_for(lambda: docker_inspect(docker_host, sick)["State"]["Health"]["Status"]
                  == "unhealthy", 20, "the container to turn unhealthy while remedyd is frozen")

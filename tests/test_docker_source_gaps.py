@@ -4,13 +4,17 @@ reach the rules, exactly once."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import ContainerFactory, docker_cli, docker_inspect
 from tests.harness import DaemonProcess, SocketProxy, WebhookSink, wait_for
-from tests.test_docker_e2e import _unix_post, daemon_factory, records_for  # noqa: F401
+from tests.test_docker_e2e import (  # noqa: F401
+    _unix_post,
+    daemon_factory,
+    flood_until_engine_skips,
+    records_for,
+)
 
 # Dies six times (the restart policy brings it back each time), then stays up.
 DIES_SIX_TIMES = ("sh", "-c", "n=$(ls /tmp | grep -c '^died'); [ $n -ge 6 ] && exec sleep 300; "
@@ -57,19 +61,13 @@ rules:
 
 
 def freeze_until_engine_skips(daemon: DaemonProcess, docker_host: str, noisy: str) -> None:
-    """SIGSTOP remedyd and fill its socket, until dockerd drops events for it (100 ms each)."""
-    engine = docker_host.removeprefix("unix://")
+    """SIGSTOP remedyd and fill its socket, until dockerd drops events for it."""
     daemon.signal(signal.SIGSTOP)
-    deadline = time.monotonic() + 60
-    for _ in range(20_000):
-        started = time.monotonic()
-        _unix_post(engine, f"/containers/{noisy}/kill?signal=SIGWINCH")
-        if time.monotonic() - started > 0.09:
-            return
-        if time.monotonic() > deadline:
-            break
-    daemon.signal(signal.SIGCONT)
-    raise AssertionError("dockerd never started skipping remedyd")
+    try:
+        flood_until_engine_skips(docker_host, noisy)
+    except BaseException:
+        daemon.signal(signal.SIGCONT)
+        raise
 
 
 def roll_over_engine_buffer(docker_host: str, noisy: str) -> None:
