@@ -1,4 +1,8 @@
-"""remedyd run | check | test | replay | rbac | audit verify|tail | version"""
+"""remedyd run | check | test | replay | rbac | audit verify|tail | scan | security | health |
+version
+
+Every --config defaults to $REMEDYD_CONFIG (the container image sets it).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from daemon import __version__
+from daemon import CONFIG_FILE_VARIABLE, __version__
 
 if TYPE_CHECKING:
     # Imported where used: `remedyd version` and `audit` load none of this.
@@ -112,12 +117,19 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", type=Path, help="its [server] listen and api_token")
         command.add_argument("--url", help="the daemon's HTTP address (default: from "
                              "[server] listen)")
+    health = sub.add_parser("health", help="exit 0 if the daemon on this host answers /healthz "
+                            "(with --ready: /readyz), else 1: for HEALTHCHECK and probes")
+    health.add_argument("--ready", action="store_true", help="ask /readyz instead")
+    health.add_argument("--config", type=Path, help="its [server] listen")
+    health.add_argument("--url", help="the daemon's HTTP address (default: from [server] listen)")
     sub.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "config", False) is None and os.environ.get(CONFIG_FILE_VARIABLE):
+        args.config = Path(os.environ[CONFIG_FILE_VARIABLE])
     if args.command == "version":
         print(f"remedyd {__version__}")
         return EXIT_OK
@@ -144,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from daemon.security.client_cli import main as security
 
         return security(args, sys.stdout, sys.stderr)
+    if args.command == "health":
+        from daemon.http.health_cli import main as health
+
+        return health(args, sys.stdout, sys.stderr)
     return _run(args)
 
 

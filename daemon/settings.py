@@ -33,6 +33,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from daemon import CONFIG_FILE_VARIABLE
 from daemon.core.durations import Duration
 from daemon.core.errors import ConfigError
 from daemon.core.validation import describe, error_path
@@ -538,7 +539,8 @@ def _variables() -> dict[str, str]:
 
     pydantic-settings matches names case-insensitively, so messages must too.
     """
-    return {name.upper(): name for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    return {name.upper(): name for name in os.environ
+            if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_FILE_VARIABLE}
 
 
 def _origin(parts: Sequence[str], where: str) -> str:

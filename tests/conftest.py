@@ -203,6 +203,46 @@ def busybox_image(docker_host: str) -> str:
     return BUSYBOX_IMAGE
 
 
+# The base tests build remedyd's image on (scripts/stack/python-base-image), unless
+# REMEDYD_TEST_BASE_IMAGE names another one already on the engine (python:3.11-slim-bookworm,
+# say, where mmdebstrap cannot run).
+BUILT_BASE_IMAGE = "remedyd-test/python:3.11-bookworm"
+REMEDYD_IMAGE = "remedyd-test/remedyd:under-test"
+# Not the build context: the checkout's own state, and a wheelhouse a developer left, which
+# would silently make the test install stale wheels.
+_NOT_CONTEXT = shutil.ignore_patterns(".git", ".venv", "var", "build", "wheelhouse",
+                                      "__pycache__", ".mypy_cache", ".ruff_cache",
+                                      ".pytest_cache", "*.egg-info")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_host: str) -> str:
+    given = os.environ.get("REMEDYD_TEST_BASE_IMAGE")
+    if given:
+        return given
+    run_stack("python-base-image", env=_docker_env(docker_host), timeout=900)
+    return BUILT_BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def remedyd_image(docker_host: str, base_image: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """remedyd's image, from this checkout's Dockerfile with no registry: remedyd and its
+    dependencies as wheels built on this host (scripts/wheelhouse), which the build
+    installs with `pip install --no-index`, on `base_image`."""
+    context = tmp_path_factory.mktemp("image") / "context"
+    shutil.copytree(ROOT, context, ignore=_NOT_CONTEXT, symlinks=True)
+    subprocess.run([str(ROOT / "scripts/wheelhouse"), str(context / "wheelhouse")],
+                   check=True, capture_output=True, timeout=600)
+    revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+    docker_cli(docker_host, "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}",
+               "--build-arg", f"REVISION={revision or 'unknown'}", "--tag", REMEDYD_IMAGE,
+               str(context), timeout=900)
+    yield REMEDYD_IMAGE
+    docker_cli(docker_host, "image", "rm", "--force", REMEDYD_IMAGE, timeout=120)
+
+
 @pytest.fixture
 def docker(docker_host: str) -> Callable[..., str]:
     """docker("ps", "-a", timeout=60) -> stdout; raises DockerCLIError."""

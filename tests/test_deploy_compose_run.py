@@ -3,17 +3,14 @@ the Compose file gives it: its user, the socket's group, a read-only root with i
 no capabilities, no new privileges, the socket bind-mounted :ro, its config and the
 bundled rules mounted where it reads them, and its health check.
 
-No Compose plugin and no registry here, so the service's keys are turned into
-`docker run` options, and this checkout's interpreter and virtualenv, bind-mounted
-read-only into the test busybox image, stand in for the remedyd image (the image
-itself is built and run by its own test)."""
+No Compose plugin here, so the service's keys are turned into `docker run` options, on the
+image the suite builds from the Dockerfile (the `remedyd_image` fixture)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +34,6 @@ def interpolate(value: str, env: dict[str, str]) -> str:
         name, _, default = value[2:-1].partition(":-")
         return env.get(name) or default
     return value
-
-
-def stand_in_mounts() -> list[str]:
-    """What the image would hold: this host's libraries, interpreter and checkout."""
-    mounts = {"/usr": "/usr", str(Path("/lib").resolve()): "/lib", str(ROOT): str(ROOT)}
-    if Path("/lib64").exists():
-        mounts[str(Path("/lib64").resolve())] = "/lib64"
-    if not sys.base_prefix.startswith("/usr"):
-        mounts[sys.base_prefix] = sys.base_prefix
-    return [arg for src, dst in mounts.items() for arg in ("-v", f"{src}:{dst}:ro")]
 
 
 def run_options(service: dict[str, Any], socket: str, state: Path) -> list[str]:
@@ -86,19 +73,18 @@ def audit(state: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def test_the_compose_service_runs_hardened_and_heals_only_labelled_containers(
-        docker_host: str, containers: ContainerFactory, tmp_path: Path) -> None:
+        docker_host: str, containers: ContainerFactory, remedyd_image: str,
+        tmp_path: Path) -> None:
     if not docker_host.startswith("unix://") or os.geteuid() != 0:
-        # The stand-in mounts this host's files, and the state directory is chowned.
-        pytest.skip("needs a local engine on a unix socket and root for the stand-in")
+        # The socket is bind-mounted, and the state directory is chowned to the image's user.
+        pytest.skip("needs a local engine on a unix socket, and root")
     service = yaml.safe_load(COMPOSE.read_text())["services"]["remedyd"]
+    assert service["image"] == "remedyd:local" and service["build"] == "../.."
     state = tmp_path / "state"
     state.mkdir()
     os.chown(state, int(service["user"]), -1)
-    venv_bin = Path(sys.executable).parent
-    remedyd = containers(
-        *run_options(service, docker_host.removeprefix("unix://"), state), *stand_in_mounts(),
-        "-e", f"PATH={venv_bin}:/usr/bin:/bin", "--entrypoint", str(venv_bin / "remedyd"),
-        command=service["command"])
+    remedyd = containers(*run_options(service, docker_host.removeprefix("unix://"), state),
+                         image=remedyd_image, command=service.get("command", ()))
 
     def health() -> str:
         found: str = docker_inspect(docker_host, remedyd)["State"]["Health"]["Status"]
@@ -122,8 +108,8 @@ def test_the_compose_service_runs_hardened_and_heals_only_labelled_containers(
     running = docker_inspect(docker_host, remedyd)
     assert running["State"]["Running"] and running["HostConfig"]["ReadonlyRootfs"]
     assert running["Config"]["User"] == "10001"
-    # remedyd's own Docker checks find in its container only what it needs (the socket)
-    # and what the stand-in brings (host mounts, a :latest image): its hardening holds.
+    # remedyd's own Docker checks find in its container only what it needs (the socket and
+    # its mounted configuration): its hardening holds.
     wait_for(lambda: [r for r in audit(state, "decision") if r["target"]["id"] == remedyd
                       and r["rule"] == "docker-socket-mounted"], 30,
              "the socket finding on remedyd's own container")

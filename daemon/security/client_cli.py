@@ -10,6 +10,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from daemon.http.address import daemon_url
 from daemon.security.api import ACCEPT_PATH, FINDINGS_PATH
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -52,15 +53,7 @@ def _where(args: argparse.Namespace) -> tuple[str, str | None]:
         settings = load_settings(args.config)
     except ConfigError as exc:
         raise ClientError(f"config error: {exc}") from None
-    server = settings.server
-    if args.url:
-        return str(args.url).rstrip("/"), server.api_token
-    host = server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"  # listening everywhere: loopback reaches it
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}", server.api_token
+    return daemon_url(settings.server, args.url), settings.server.api_token
 
 
 def _call(url: str, body: dict[str, Any] | None, token: str | None) -> dict[str, Any]:
