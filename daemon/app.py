@@ -30,7 +30,7 @@ from daemon.core.redact import redact
 from daemon.core.rules import Rule
 from daemon.engine.changes import StateChange
 from daemon.engine.evaluator import Evaluator
-from daemon.engine.lint import lint
+from daemon.engine.lint import lint, summarise
 from daemon.engine.rule_status import RuleStatus
 from daemon.engine.ruleset import RuleSet, load_ruleset
 from daemon.http.server import build_app, serve
@@ -218,8 +218,8 @@ class Daemon:
         for hook in self._on_rules:
             hook(ruleset)
         warnings = lint(ruleset, available(self.settings))
-        for warning in warnings:
-            log.warning("%s", warning)
+        for line in summarise(warnings):
+            log.warning("%s", line)
         self.rule_status.succeeded(len(ruleset.rules), warnings)
         self.metrics.rules_loaded.set(len(ruleset.rules))
         self.metrics.rule_reload_ok.set(1)

@@ -292,6 +292,28 @@ def test_a_reload_that_finds_no_rules_keeps_the_set_and_says_so(tmp_path: Path) 
         assert daemon.stop() == 0
 
 
+def test_a_warning_many_rules_share_is_one_log_line_and_each_is_on_readyz(
+        tmp_path: Path) -> None:
+    text = "rules:\n" + "".join(
+        f"  - name: notify-{n}\n    source: webhook\n    when: event.action == \"x{n}\"\n"
+        f"    actions:\n      - notify.webhook: {{}}\n" for n in range(5))
+    daemon = DaemonProcess(tmp_path, text).start()  # no webhook url anywhere
+    try:
+        answer = daemon.get("/readyz")
+        assert answer is not None
+        warnings = json.loads(answer[1])["checks"]["rules"]["warnings"]
+        shared = [w for w in warnings if "notify.webhook has no url" in w]
+        assert [w.split(": rule ")[1].split(":")[0] for w in shared] == [
+            f"'notify-{n}'" for n in range(5)]
+        logged = [line for line in daemon.log().splitlines()
+                  if "notify.webhook has no url" in line]
+        assert len(logged) == 1, logged
+        assert "5 rules ('notify-0', 'notify-1', 'notify-2' and 2 more)" in logged[0]
+        assert "`remedyd check` lists each" in logged[0]
+    finally:
+        daemon.stop()
+
+
 def test_rules_that_cannot_work_here_are_listed_on_readyz(tmp_path: Path) -> None:
     text = GOOD + "    budget: {max: 1, per: 1h, then: [notify.webhook: {}]}\n"
     daemon = DaemonProcess(tmp_path, text).start()  # Docker off, no webhook url

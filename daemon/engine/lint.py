@@ -48,6 +48,24 @@ def lint(ruleset: RuleSet, available: Available) -> list[RuleWarning]:
             for c in ruleset.rules for message in _problems(c.rule, available)]
 
 
+def summarise(warnings: list[RuleWarning], keep: int = 3) -> list[str]:
+    """The warnings as log lines: one each, except a message more than `keep` rules share,
+    which is one line naming the first of them. The bundled rules on bundled defaults (no
+    webhook url) would otherwise open the log with dozens of lines saying one thing."""
+    by_message: dict[str, list[RuleWarning]] = {}
+    for warning in warnings:
+        by_message.setdefault(warning.message, []).append(warning)
+    lines = []
+    for message, group in by_message.items():
+        if len(group) <= keep:
+            lines += [str(warning) for warning in group]
+            continue
+        names = ", ".join(repr(warning.rule) for warning in group[:keep])
+        lines.append(f"{len(group)} rules ({names} and {len(group) - keep} more): warning: "
+                     f"{message} (`remedyd check` lists each with its file and line)")
+    return lines
+
+
 def _problems(rule: Rule, available: Available) -> Iterator[str]:
     if rule.source not in available.sources:
         yield (f"source {rule.source!r} is not enabled in this configuration"
