@@ -170,7 +170,9 @@ def _docker_bed() -> Iterator[_DockerBed]:
         # under xdist each worker gets its own dockerd, unless STACK_DIR is forced
         own_stack = not worker or "STACK_DIR" not in os.environ
         if worker and own_stack:
-            os.environ["STACK_DIR"] = f"/tmp/remedyd-stack-{worker}"
+            # scripts/test stops these if a worker dies before its teardown does.
+            prefix = os.environ.get("REMEDYD_TEST_STACK_PREFIX", "/tmp/remedyd-stack")
+            os.environ["STACK_DIR"] = f"{prefix}-{worker}"
         already_up = docker_ping(stack_docker_host())
         line = run_stack("dockerd-up")
         if not line.startswith("DOCKER_HOST="):

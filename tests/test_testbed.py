@@ -142,7 +142,8 @@ def test_test_adds_the_extras_and_run_afterwards_reinstalls_nothing(
         result = run_script(root, script, env)
         assert result.returncode == 0, f"scripts/{script}: {result.stderr}"
     assert pip_installs(root) == [".", ".[test]"]
-    assert "pytest -q" in calls(root)
+    # One engine given: its tests would see each other's containers, so no workers.
+    assert "pytest -q -n 0" in calls(root)
 
 
 def test_a_changed_pyproject_reinstalls_what_was_there(tmp_path: Path, docker_host: str) -> None:
@@ -283,23 +284,26 @@ def _ctrl_c_as_from_a_terminal() -> None:
 
 def test_interrupted_test_run_leaves_no_dockerd_behind(stack_base: Path) -> None:
     root = stub_checkout(stack_base)
-    # The first check after dockerd-up hangs, so the Ctrl-C below always lands while the
-    # run holds the dockerd it started (dockerd-up itself can finish in well under a
-    # second, before any poll sees its pidfile).
-    _write_exe(root / ".venv" / "bin" / "ruff",
-               f'#!/bin/sh\necho "ruff $*" >>{root / "calls.log"}\nexec sleep 60\n')
-    stack = stack_base / "t"
-    env = stack_env(stack)
+    prefix = stack_base / "w"
+    worker_stack = Path(f"{prefix}-gw0")
+    # The stub pytest starts a worker's dockerd as tests/conftest.py does, then hangs, so
+    # the Ctrl-C below lands while the run holds it; no worker teardown ever stops it.
+    _write_exe(root / ".venv" / "bin" / "pytest",
+               f'#!/bin/sh\necho "pytest $*" >>{root / "calls.log"}\n'
+               f'STACK_DIR="$REMEDYD_TEST_STACK_PREFIX-gw0" scripts/stack/dockerd-up >/dev/null\n'
+               f'echo started >>{root / "calls.log"}\nexec sleep 60\n')
+    env = dict(os.environ, REMEDYD_TEST_STACK_PREFIX=str(prefix))
     env.pop("DOCKER_HOST", None)
+    env.pop("STACK_DIR", None)
     proc = subprocess.Popen([str(root / "scripts" / "test")], cwd=root, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=_ctrl_c_as_from_a_terminal)
     try:
-        wait_for(lambda: any(line.startswith("ruff") for line in calls(root)), 60,
-                 "the run to reach its first check")
-        dockerd = stack_pid(stack, "docker.pid")
-        assert dockerd, "dockerd-up started no dockerd"
+        wait_for(lambda: "started" in calls(root), 120, "the worker's dockerd to start")
+        assert any(line.startswith("pytest -q -n 2 --dist loadgroup") for line in calls(root))
+        dockerd = stack_pid(worker_stack, "docker.pid")
+        assert dockerd, "the stub worker started no dockerd"
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the middle of the run
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -307,9 +311,8 @@ def test_interrupted_test_run_leaves_no_dockerd_behind(stack_base: Path) -> None
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     assert proc.returncode != 0, stderr
-    assert not any(line.startswith("pytest") for line in calls(root)), "not interrupted"
-    wait_for(lambda: stack_pid(stack, "docker.pid") != dockerd, 30,
-             f"the interrupted run's dockerd (pid {dockerd}) to stop")
+    wait_for(lambda: stack_pid(worker_stack, "docker.pid") != dockerd, 30,
+             f"the interrupted run's worker dockerd (pid {dockerd}) to stop")
 
 
 def test_a_killed_dockerd_leaves_nothing_after_dockerd_down(stack_base: Path) -> None:
