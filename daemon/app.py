@@ -88,6 +88,7 @@ class Daemon:
         self._before_acting: list[Callable[[], Awaitable[None]]] = []
         self._on_rules: list[Callable[[RuleSet], None]] = []
         self.routes: list[web.AbstractRouteDef] = []
+        self.api: dict[str, dict[str, Any]] = {}  # the routes' OpenAPI path items
         self.ruleset = RuleSet()
         self.rule_status = RuleStatus()
         self.evaluator = Evaluator(self.ruleset)
@@ -161,6 +162,7 @@ class Daemon:
             self._before_acting.extend(plugged.before_acting)
             self._on_rules.extend(plugged.on_rules)
             self.routes.extend(plugged.routes)
+            self.api.update(plugged.api)
             self.state_hooks.extend(plugged.on_state)
         self.executor.actions = dict(self.actions)
 
@@ -370,7 +372,7 @@ class Daemon:
     async def start(self) -> None:
         # Bind first: a taken port is a configuration error, and nothing is audited as
         # started before the daemon can be reached.
-        stop_http = await serve(build_app(self, self.metrics, self.routes),
+        stop_http = await serve(build_app(self, self.metrics, self.routes, self.api),
                                 self.settings.server.host, self.settings.server.port)
         self._stack.push_async_callback(stop_http)
         loop = asyncio.get_running_loop()

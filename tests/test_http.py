@@ -78,9 +78,9 @@ def get(target: str, method: str = "GET") -> bytes:
 
 
 @asynccontextmanager
-async def server() -> AsyncIterator[int]:
+async def server(app: Any = None) -> AsyncIterator[int]:
     port = free_port()
-    stop = await serve(build_app(View(), Metrics()), "127.0.0.1", port)
+    stop = await serve(app or build_app(View(), Metrics()), "127.0.0.1", port)
     try:
         yield port
     finally:
@@ -139,6 +139,38 @@ async def test_openapi_document_describes_every_route() -> None:
     app = build_app(View(), Metrics())
     served = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert served == set(SPEC["paths"])
+
+
+async def test_with_every_integration_on_the_document_describes_exactly_what_is_served(
+        tmp_path: Any) -> None:
+    from daemon.app import Daemon
+    from daemon.settings import Settings
+
+    settings = Settings(
+        docker={"enabled": True, "url": f"unix://{tmp_path}/no-engine.sock"},
+        kubernetes={"enabled": False}, security={"enabled": True},
+        audit={"path": str(tmp_path / "audit.jsonl")},
+        webhooks={"alertmanager": True,
+                  "generic": {"ci": {"secret": "a-secret-of-enough-length"}}})
+    daemon = Daemon(settings)
+    try:
+        app = build_app(daemon, daemon.metrics, daemon.routes, daemon.api)
+        served = {(r.resource.canonical, r.method) for r in app.router.routes()
+                  if r.resource is not None and r.method != "HEAD"}
+        async with server(app) as port:
+            answer = await send(port, get("/api/v1/openapi.json"))
+    finally:
+        await daemon._stack.aclose()
+    document = answer.json()
+    described = {(path, method.upper()) for path, item in document["paths"].items()
+                 for method in item}
+    assert described == served
+    assert {"/webhooks/alertmanager", "/webhooks/generic/{name}",
+            "/api/v1/security/accept"} <= set(document["paths"])
+    # The endpoint that changes something says which credentials it takes.
+    accept = document["paths"]["/api/v1/security/accept"]["post"]
+    assert accept["security"] == [{"bearer": []}]
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
 class Broken(View):

@@ -1,11 +1,15 @@
 """The OpenAPI 3 description of the HTTP API, served at /api/v1/openapi.json.
 
-A test checks that its paths are exactly the routes served; an endpoint added to the
-server must be described here too.
+The daemon's own endpoints are described here; an integration that serves endpoints
+(webhooks, the security API) describes them beside its routes (`Plugged.api`), and
+`document()` joins the two. Tests check that the paths and methods described are exactly
+the routes served, with every integration on.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 MAX_AUDIT_LIMIT = 1000
@@ -22,10 +26,36 @@ def _get(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any
         **responses, "405": _json("Method not allowed", _ERROR)}, **extra}}
 
 
+def post(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
+         **extra: Any) -> dict[str, Any]:
+    """A POST path item; its 405 (any other method), 413 and 400 are the same everywhere."""
+    operation: dict[str, Any] = {"summary": summary, "responses": {
+        **responses, "405": _json("Method not allowed", _ERROR)}, **extra}
+    if body is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": body}}}
+    return {"post": operation}
+
+
+def error(description: str) -> dict[str, Any]:
+    """A response whose body is the Error object."""
+    return _json(description, _ERROR)
+
+
+def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return _json(description, schema)
+
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "basic": {"type": "http", "scheme": "basic"},
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "remedyd", "version": "1",
-             "description": "Read-only view of a running remedyd."},
+             "description": "A running remedyd: its state (read-only), the webhooks it "
+             "takes, and the endpoints that change something, each behind its credentials."},
     "paths": {
         "/metrics": _get("Prometheus metrics", {"200": {
             "description": "Prometheus text exposition format",
@@ -56,3 +86,15 @@ SPEC: dict[str, Any] = {
             "ready": {"type": "boolean"}, "checks": {"type": "object"}}},
     }},
 }
+
+
+def document(extra_paths: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """SPEC with the integrations' paths; the security schemes once any path uses one."""
+    doc = copy.deepcopy(SPEC)
+    for path, item in extra_paths.items():
+        if path in doc["paths"]:
+            raise ValueError(f"{path} is described twice")
+        doc["paths"][path] = item
+    if extra_paths:
+        doc["components"]["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
+    return doc

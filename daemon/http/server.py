@@ -10,7 +10,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.core.errors import RemedydError
 from daemon.http.linger import answer_early
-from daemon.http.openapi import MAX_AUDIT_LIMIT, SPEC
+from daemon.http.openapi import MAX_AUDIT_LIMIT, document
 from daemon.http.requestlog import ServerLog
 from daemon.telemetry.metrics import Metrics
 from daemon.telemetry.redact import scrub
@@ -65,9 +65,12 @@ def audit_limit(request: web.Request) -> int | web.Response:
 
 
 def build_app(daemon: DaemonView, metrics: Metrics,
-              routes: Sequence[web.AbstractRouteDef] = ()) -> web.Application:
-    """The daemon's endpoints, and `routes` integrations serve (inbound webhooks)."""
+              routes: Sequence[web.AbstractRouteDef] = (),
+              api: Mapping[str, dict[str, Any]] | None = None) -> web.Application:
+    """The daemon's endpoints, and `routes` integrations serve (webhooks, the security
+    API), which `api` describes (OpenAPI path items by path)."""
     server_log = ServerLog(log)
+    spec = document(api or {})
 
     @web.middleware
     async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -129,7 +132,7 @@ def build_app(daemon: DaemonView, metrics: Metrics,
         return web.json_response({"records": daemon.audit_tail(limit)})
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.json_response(SPEC)
+        return web.json_response(spec)
 
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)

@@ -94,8 +94,10 @@ class Plugged:
     # Called with each rule set the daemon loads (first and on every reload), so a source
     # that polls per rule (KPI queries) follows the rules.
     on_rules: list[Callable[[RuleSet], None]] = field(default_factory=list)
-    # Endpoints served on the daemon's HTTP server (inbound webhooks).
+    # Endpoints served on the daemon's HTTP server (inbound webhooks, the security API),
+    # and their OpenAPI path items by path (the served /api/v1/openapi.json joins them).
     routes: list[AbstractRouteDef] = field(default_factory=list)
+    api: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Called with every rule state change the engine reports (pending, firing, resolved):
     # what is firing now (current security findings) is read off these.
     on_state: list[Callable[[StateChange], None]] = field(default_factory=list)

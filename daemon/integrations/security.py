@@ -40,6 +40,7 @@ class SecurityIntegration(Integration):
 
     def build(self, ctx: BuildContext) -> Plugged:
         from daemon.security.api import CurrentFindings, security_routes
+        from daemon.security.api_doc import security_api
         from daemon.security.baseline import Persister, open_baseline
 
         security = self.settings.security
@@ -53,7 +54,7 @@ class SecurityIntegration(Integration):
         ctx.stack.push_async_callback(reevaluate.close)
         plugged = Plugged(routes=security_routes(findings, tracker,
                                                  self.settings.server.api_token),
-                          on_state=[findings.on_state],
+                          api=security_api(), on_state=[findings.on_state],
                           on_rules=[findings.on_rules, reevaluate])
         docker_source = ctx.provided.get("docker.source")
         docker_client = ctx.provided.get("docker.client")

@@ -7,6 +7,8 @@ KPI or Docker rules too, and webhooks need no Alertmanager API to be reachable.
 
 from __future__ import annotations
 
+from typing import Any
+
 from daemon.integrations.base import BuildContext, Integration, Plugged, Switch
 
 
@@ -38,23 +40,27 @@ class WebhooksIntegration(Integration):
 
         from daemon.http.webhook_auth import Credentials
         from daemon.http.webhooks import GenericHook, alertmanager_route, generic_route
+        from daemon.http.webhooks_api import alertmanager_api, generic_api
         from daemon.sources.webhooks import AlertIntake, GenericIntake, WebhookSource
 
         hooks = self.settings.webhooks
         alerts = generic = None
         routes: list[web.AbstractRouteDef] = []
+        api: dict[str, dict[str, Any]] = {}
         if hooks.alertmanager:
             alerts = AlertIntake(ctx.emit, ctx.metrics)
             credentials = Credentials(hooks.alertmanager_token, hooks.alertmanager_username,
                                       hooks.alertmanager_password)
             routes.append(alertmanager_route(alerts, credentials, hooks.max_body_bytes,
                                              ctx.metrics))
+            api.update(alertmanager_api())
         if hooks.generic:
             generic = GenericIntake(ctx.emit, list(hooks.generic))
             signed = {name: GenericHook(hook.secret, hook.replay_window)
                       for name, hook in hooks.generic.items()}
             routes.append(generic_route(generic, signed, hooks.max_body_bytes, ctx.metrics))
-        return Plugged(sources=[WebhookSource(alerts, generic)], routes=routes)
+            api.update(generic_api())
+        return Plugged(sources=[WebhookSource(alerts, generic)], routes=routes, api=api)
 
 
 class SilencesIntegration(Integration):
