@@ -437,3 +437,48 @@ async def test_opt_in_rules_scale_a_privileged_deployment_and_quarantine_a_pod(
                  and d["target"]["name"] == "debug"]
     assert refused["outcome"] == "suppressed" and "host network" in refused["reason"]
     assert not kube.bed.log.find("PATCH", "/pods/debug$")
+
+
+async def test_of_two_replicas_only_the_leader_pages_about_a_kubernetes_finding(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    """Both replicas watch the cluster and find the same privileged Deployment; one page."""
+    from tests.harness import WebhookSink
+    from tests.test_kube_leader import FAST, one_leader
+
+    kube.bed.add_node("node-1")
+    kube.bed.apply(web())
+    kube.bed.apply(policy())
+    with WebhookSink() as sink:
+        daemons = [DaemonProcess(tmp_path / name, "rules: []\n", extra={
+            "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig),
+                           "kinds": ["pods", "deployments", "replicasets"]},
+            "kubernetes.leader_election": {**FAST, "identity": name},
+            "security": {"enabled": True, "baseline": str(tmp_path / name / "baseline.json")},
+            "notify": {"webhook_url": sink.url}}) for name in ("a", "b")]
+        for daemon in daemons:
+            shutil.copy(SECURITY_RULES, daemon.rules_dir / "security.yaml")
+        try:
+            await asyncio.gather(*(asyncio.to_thread(d.start) for d in daemons))
+            leader, follower = await one_leader(*daemons)
+            kube.bed.apply(web(privileged=True))
+
+            def decided(daemon: DaemonProcess) -> list[dict[str, Any]]:
+                return [d for d in daemon.audit("decision")
+                        if d["rule"] == "pss-baseline-privileged"
+                        and d["target"]["name"] == "web"]
+
+            # Both decide; only then is "the follower sent nothing" a settled fact.
+            await until(lambda: decided(leader) and decided(follower), "both replicas' "
+                        "decisions on the privileged Deployment", 10)
+            await until(lambda: [b for b in sink.bodies if b["rule"] == "pss-baseline-privileged"],
+                        "the leader's notification", 10)
+            assert {d["decision"] for d in decided(leader)} == {"act"}
+            assert {(d["decision"], d.get("suppressed_by")) for d in decided(follower)} == {
+                ("suppressed", "leader")}
+            pages = [(b["rule"], b["target"]["name"]) for b in sink.bodies]
+            assert pages.count(("pss-baseline-privileged", "web")) == 1
+            # Every finding of the pack pages once, not once per replica.
+            assert len(pages) == len(set(pages)), sorted(pages)
+            assert not [d for d in follower.audit("decision") if d["decision"] == "act"]
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(d.stop) for d in daemons))

@@ -12,6 +12,12 @@ on no other agent (the leader also watches other nodes' pods, for the next case)
 Anything else (rollback, rollout_restart, scale, pause_rollout, cordon/uncordon, or a
 notification about a Deployment or a Node, which every agent sees) runs on the leader
 only, so two agents seeing one crash-looping Deployment roll it back once.
+
+What every replica sees alike is not only the `kubernetes` source: a security finding
+about a Kubernetes object, a KPI answer (every replica asks the same Prometheus) and a
+probe (the same URLs) are decided by every replica too, so they are the leader's alone
+(pod-scoped security findings: the pod's agent's), and page once. What one replica sees
+alone acts there, leader or not: a Docker host's own containers, a webhook delivered to it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from daemon.core.decisions import Decision
 
 KUBE = "kubernetes"
 POD = "kubernetes/pod"
+# Event sources every replica hears the same events from.
+SHARED_SOURCES = frozenset({KUBE, "kpi", "probe"})
 
 
 class Leadership(Protocol):
@@ -48,8 +56,9 @@ class LeaderGuard(BaseGuard):
     async def check(self, ctx: GuardContext) -> GuardResult:
         decision = ctx.decision
         names = [spec.name for spec in ctx.plan]
-        if decision.event.source != KUBE and not any(n.startswith(f"{KUBE}.") for n in names):
-            return self.ok()  # a Docker host's own containers: nobody else sees them
+        if not _seen_by_every_replica(decision) and not any(n.startswith(f"{KUBE}.")
+                                                            for n in names):
+            return self.ok()  # a Docker host's own containers, a webhook sent here
         if self.node_name is not None and _pod_scoped(decision, names):
             node = _node_of(decision)
             if node == self.node_name:
@@ -66,6 +75,11 @@ class LeaderGuard(BaseGuard):
                                "within renew_deadline, or the state is not restored yet)")
         return self.refuse("not the leader" + (f" ({holder} holds the lease)"
                                                if holder else " (no one holds the lease)"))
+
+
+def _seen_by_every_replica(decision: Decision) -> bool:
+    event = decision.event
+    return event.source in SHARED_SOURCES or event.subject.source == KUBE
 
 
 def _pod_scoped(decision: Decision, names: list[str]) -> bool:
