@@ -405,7 +405,10 @@ class Daemon:
             deadline = self.evaluator.next_due()
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                event = await asyncio.wait_for(self.bus.get(), timeout)
+                # Not wait_for: on 3.11 it can swallow a cancel that lands as an event
+                # arrives, and the loop would then wait on through a shutdown.
+                async with asyncio.timeout(timeout):
+                    event = await self.bus.get()
             except TimeoutError:
                 event = None
             now = loop.time()

@@ -3,6 +3,8 @@ backoff, also by the next run of remedyd, and delivered once per incident."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.server
 import json
 import os
@@ -225,3 +227,26 @@ async def test_a_send_cut_by_the_action_timeout_waits_a_backoff_before_the_next(
             assert len(hits) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_a_shutdown_arriving_as_the_loop_is_woken_still_stops_it(tmp_path: Path) -> None:
+    """The wake-up (a notification handed over) and the cancel of a shutdown in one turn
+    of the loop: asyncio.wait_for on Python 3.11 returned normally then and lost the
+    cancel, and the loop slept on, holding the daemon's stop for its idle wait."""
+    outbox = Outbox(tmp_path / "outbox", None, OutboxPolicy(backoff=0.01))
+    task = asyncio.create_task(outbox.run())
+    for _ in range(10):
+        await asyncio.sleep(0)  # into its idle wait
+    for _ in range(20):
+        outbox._wake.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(2):
+                await task
+        assert task.cancelled()
+        task = asyncio.create_task(outbox.run())
+        for _ in range(10):
+            await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

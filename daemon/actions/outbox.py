@@ -236,8 +236,12 @@ class Outbox:
                 wait = IDLE_WAKE
             self._resent_on_start = True
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns normally when the
+            # wake-up and a cancel land in one turn, the cancel is lost, and a shutdown
+            # waited out the next idle sleep.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.05, min(wait, IDLE_WAKE)))
+                async with asyncio.timeout(max(0.05, min(wait, IDLE_WAKE))):
+                    await self._wake.wait()
 
     async def round(self, resend_all: bool = False) -> float:
         """Send every due pending entry once; drop the expired; return the seconds until
