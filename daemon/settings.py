@@ -124,6 +124,12 @@ class LeaderElectionSettings(_Group):
     retry_period: Duration = 2.0
     # Unset: POD_NAME (the downward API), else the hostname.
     identity: str | None = None
+    # Where the other replicas reach this one's HTTP server, written into the Lease while
+    # it leads: a follower hands the webhooks delivered to it (a Service picks any
+    # replica) to the leader there. Unset: http://POD_IP:<[server] listen port> when
+    # POD_IP is set (the downward API's status.podIP); with neither, a follower answers
+    # a webhook 503 with Retry-After, and the sender's retry may reach the leader.
+    advertise_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+/?$")
 
     @model_validator(mode="after")
     def _timings(self) -> LeaderElectionSettings:
@@ -139,6 +145,15 @@ class LeaderElectionSettings(_Group):
 
     def resolved_identity(self) -> str:
         return self.identity or os.environ.get("POD_NAME") or socket.gethostname()
+
+    def resolved_advertise_url(self, port: int) -> str | None:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        pod_ip = os.environ.get("POD_IP", "").strip()
+        if not pod_ip:
+            return None
+        host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+        return f"http://{host}:{port}"
 
     def resolved_namespace(self) -> str:
         if self.lease_namespace:

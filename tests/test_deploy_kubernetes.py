@@ -72,7 +72,8 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                 labels=_STRINGS, annotations=_STRINGS)})})),
 }
 # What the downward API would put into a pod's environment.
-DOWNWARD = {"metadata.name": "remedyd-7d9f-abcde", "spec.nodeName": "worker-1"}
+DOWNWARD = {"metadata.name": "remedyd-7d9f-abcde", "spec.nodeName": "worker-1",
+            "status.podIP": "10.42.0.17"}
 # Docker rules need a Docker engine, probe rules [[probes]], KPI rules [prometheus] url:
 # the pod's rules are the others.
 POD_RULE_FILES = sorted(p.name for p in (ROOT / "rules").glob("*.yaml")
@@ -406,6 +407,12 @@ def test_the_pods_configuration_and_rules_load_in_remedyd(
     assert kube.namespaces == ([namespace] if overlay == "sidecar" else [])
     assert settings.server.listen.endswith(":9464") and not settings.server.listen.startswith(
         "127.")
+    # Where the leader takes the webhooks the Service gave another replica: its pod's IP.
+    env = container_env(remedyd_container(pod), namespace)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POD_IP", env["POD_IP"])
+        assert kube.leader_election.resolved_advertise_url(settings.server.port) == (
+            "http://10.42.0.17:9464")
     # The audit log goes to a writable emptyDir, the rules come from their ConfigMap.
     assert "emptyDir" in mounted(pod, settings.audit.path)
     assert not mounted(pod, settings.audit.path)["mount"].get("readOnly")

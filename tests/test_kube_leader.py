@@ -111,6 +111,26 @@ def test_a_leader_that_sees_another_holder_stops_leading_at_once() -> None:
     assert not e.leading(1.0) and e.deadline() is None
 
 
+def test_the_holder_writes_its_address_and_the_others_read_it() -> None:
+    a = Election("a", "remedyd", "default", TIMINGS, address="http://10.42.0.17:9464")
+    a.observe(None, now=0.0)
+    write = a.next_write(WALL, now=0.0)
+    assert write is not None
+    assert write.body["metadata"]["annotations"] == {"remedyd.io/http": "http://10.42.0.17:9464"}
+    assert a.holder_address == ""  # never its own: it does not hand webhooks to itself
+    b = election("b")
+    b.observe({**write.body, "spec": {**write.body["spec"]}}, now=1.0)
+    assert b.holder == "a" and b.holder_address == "http://10.42.0.17:9464"
+    # A new holder with no address of its own clears the old one: no webhook goes to "a".
+    b.observe(None, now=1.0)
+    taken = b.next_write(WALL, now=1.0)
+    assert taken is not None and "annotations" not in taken.body["metadata"]
+    expired = {**write.body, "metadata": {**write.body["metadata"], "resourceVersion": "8"}}
+    b.observe(expired, now=1.0)
+    retaken = b.next_write(WALL + 60, now=100.0)
+    assert retaken is not None and "annotations" not in retaken.body["metadata"]
+
+
 # -- real replicas against the test bed --------------------------------------------------
 
 ROLLBACK_RULE = """

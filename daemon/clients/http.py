@@ -56,3 +56,19 @@ class HttpClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             raise HttpError(f"{url}: {type(exc).__name__}: {detail}") from exc
+
+    async def post_raw(self, url: str, body: bytes, headers: Mapping[str, str],
+                       time_limit: float, max_answer: int = 1 << 20,
+                       ) -> tuple[int, bytes, Mapping[str, str]]:
+        """POST `body` as it is; the answer's status, body (at most `max_answer` bytes)
+        and headers, or HttpError naming the peer."""
+        try:
+            async with self.session.post(
+                url, data=body, headers=dict(headers),
+                timeout=aiohttp.ClientTimeout(total=time_limit), allow_redirects=False,
+            ) as response:
+                answer = await response.content.read(max_answer)
+                return response.status, answer, dict(response.headers)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise HttpError(f"{url}: {type(exc).__name__}: {detail}") from exc

@@ -25,6 +25,9 @@ from daemon.telemetry.metrics import Metrics
 
 log = logging.getLogger("remedyd.http.webhooks")
 
+# What answers one webhook request.
+Receive = Callable[[web.Request], Awaitable[web.Response]]
+
 ALERTMANAGER_PATH = "/webhooks/alertmanager"
 GENERIC_PATH = "/webhooks/generic/{name}"
 TIMESTAMP_HEADER = "X-Remedyd-Timestamp"
@@ -93,8 +96,14 @@ class _Counted:
         return counted
 
 
+def _as_is(handler: Receive) -> Receive:
+    return handler
+
+
 def alertmanager_route(intake: AlertIntake, credentials: Credentials, max_body: int,
-                       metrics: Metrics) -> web.RouteDef:
+                       metrics: Metrics, via: Callable[[Receive], Receive] = _as_is,
+                       ) -> web.RouteDef:
+    """`via`: what the request passes through first (a follower hands it to the leader)."""
     challenges = credentials.challenges()
 
     async def receive(request: web.Request) -> web.Response:
@@ -121,11 +130,12 @@ def alertmanager_route(intake: AlertIntake, credentials: Credentials, max_body: 
             return response
         return _answer(200, **result)
 
-    return web.post(ALERTMANAGER_PATH, _Counted(metrics)("alertmanager", receive))
+    return web.post(ALERTMANAGER_PATH, _Counted(metrics)("alertmanager", via(receive)))
 
 
 def generic_route(intake: GenericIntake, hooks: Mapping[str, GenericHook], max_body: int,
-                  metrics: Metrics, clock: Callable[[], float] = time.time) -> web.RouteDef:
+                  metrics: Metrics, clock: Callable[[], float] = time.time,
+                  via: Callable[[Receive], Receive] = _as_is) -> web.RouteDef:
     async def receive(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         hook = hooks.get(name)
@@ -171,4 +181,4 @@ def generic_route(intake: GenericIntake, hooks: Mapping[str, GenericHook], max_b
         name = request.match_info.get("name", "")
         return f"generic/{name}" if name in hooks else "generic"
 
-    return web.post(GENERIC_PATH, _Counted(metrics)(endpoint, receive))
+    return web.post(GENERIC_PATH, _Counted(metrics)(endpoint, via(receive)))

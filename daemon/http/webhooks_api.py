@@ -18,7 +18,8 @@ _TAKEN = {"type": "object", "properties": {
 _COMMON = {
     "400": error("The body is not JSON or not the expected shape; `field` names where"),
     "413": error("The body is larger than [webhooks] max_body_bytes"),
-    "503": error("The engine's queue is full; retry after Retry-After seconds"),
+    "503": error("The engine's queue is full, or this replica is a follower that could "
+                 "not hand the webhook to the leader; retry after Retry-After seconds"),
 }
 
 

@@ -44,7 +44,8 @@ def plug_leadership(plugged: Plugged, client: KubeClient, source: KubernetesSour
                         election_settings.resolved_namespace(),
                         Timings(election_settings.lease_duration,
                                 election_settings.renew_deadline,
-                                election_settings.retry_period))
+                                election_settings.retry_period),
+                        election_settings.resolved_advertise_url(settings.server.port))
     elector = LeaderElector(client, election, metrics, kube.request_timeout)
 
     def acting() -> None:

@@ -82,5 +82,8 @@ class KubernetesIntegration(Integration):
             plugged.before_acting.append(state.restore_shared_state)
         # Leader election and node mode: the leader guard, the elector (which takes over
         # the before-acting hooks, run per term).
-        plug_leadership(plugged, client, source, self.settings, ctx.metrics, node)
+        elector = plug_leadership(plugged, client, source, self.settings, ctx.metrics, node)
+        if elector is not None:
+            # The webhooks (built after this one) hand what a follower gets to the leader.
+            ctx.provided["kubernetes.leadership"] = elector
         return plugged

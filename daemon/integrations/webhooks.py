@@ -7,9 +7,13 @@ KPI or Docker rules too, and webhooks need no Alertmanager API to be reachable.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from daemon.integrations.base import BuildContext, Integration, Plugged, Switch
+
+if TYPE_CHECKING:
+    from daemon.http.webhooks import Receive
 
 
 class WebhooksIntegration(Integration):
@@ -47,20 +51,37 @@ class WebhooksIntegration(Integration):
         alerts = generic = None
         routes: list[web.AbstractRouteDef] = []
         api: dict[str, dict[str, Any]] = {}
+        via = self._via_leader(ctx)
         if hooks.alertmanager:
             alerts = AlertIntake(ctx.emit, ctx.metrics)
             credentials = Credentials(hooks.alertmanager_token, hooks.alertmanager_username,
                                       hooks.alertmanager_password)
             routes.append(alertmanager_route(alerts, credentials, hooks.max_body_bytes,
-                                             ctx.metrics))
+                                             ctx.metrics, via=via))
             api.update(alertmanager_api())
         if hooks.generic:
             generic = GenericIntake(ctx.emit, list(hooks.generic))
             signed = {name: GenericHook(hook.secret, hook.replay_window)
                       for name, hook in hooks.generic.items()}
-            routes.append(generic_route(generic, signed, hooks.max_body_bytes, ctx.metrics))
+            routes.append(generic_route(generic, signed, hooks.max_body_bytes, ctx.metrics,
+                                        via=via))
             api.update(generic_api())
         return Plugged(sources=[WebhookSource(alerts, generic)], routes=routes, api=api)
+
+    def _via_leader(self, ctx: BuildContext) -> Callable[[Receive], Receive]:
+        """With leader election, a follower hands each webhook to the leader, which alone
+        acts on what it reports; one replica alone takes it as it comes."""
+        leadership = ctx.provided.get("kubernetes.leadership")
+        max_body = self.settings.webhooks.max_body_bytes
+
+        def via(handler: Receive) -> Receive:
+            if leadership is None:
+                return handler
+            from daemon.http.handover import handing_over
+
+            return handing_over(handler, leadership, ctx.http, max_body, ctx.metrics)
+
+        return via
 
 
 class SilencesIntegration(Integration):

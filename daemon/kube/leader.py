@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 API_VERSION = "coordination.k8s.io/v1"
+# The holder's HTTP address, for the other replicas to hand it webhooks.
+ADDRESS_ANNOTATION = "remedyd.io/http"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,11 @@ def micro_time(wall: float) -> str:
 
 
 class Election:
-    def __init__(self, identity: str, name: str, namespace: str, timings: Timings) -> None:
+    def __init__(self, identity: str, name: str, namespace: str, timings: Timings,
+                 address: str | None = None) -> None:
         self.identity, self.name, self.namespace = identity, name, namespace
         self.timings = timings
+        self.address = address  # written into the Lease while this replica holds it
         self._lease: dict[str, Any] | None = None
         self._record: LeaseRecord | None = None
         self._observed_at: float | None = None
@@ -92,6 +96,15 @@ class Election:
     @property
     def holder(self) -> str:
         return self._record.holder if self._record else ""
+
+    @property
+    def holder_address(self) -> str:
+        """The HTTP address the holder wrote into the Lease ("" if none, or ours)."""
+        if self._lease is None or self.holder in ("", self.identity):
+            return ""
+        annotations = (self._lease.get("metadata") or {}).get("annotations") or {}
+        address = annotations.get(ADDRESS_ANNOTATION) if isinstance(annotations, dict) else ""
+        return address if isinstance(address, str) else ""
 
     def expired(self, now: float) -> bool:
         """The read Lease may be taken: free, released, or not seen to change for its
@@ -125,6 +138,15 @@ class Election:
               transitions: int) -> dict[str, Any]:
         metadata = dict(lease.get("metadata") or {})
         metadata.update(name=self.name, namespace=self.namespace)
+        annotations = dict(metadata.get("annotations") or {})
+        if self.address:
+            annotations[ADDRESS_ANNOTATION] = self.address
+        else:
+            annotations.pop(ADDRESS_ANNOTATION, None)  # not the last holder's any more
+        if annotations:
+            metadata["annotations"] = annotations
+        else:
+            metadata.pop("annotations", None)
         spec = dict(lease.get("spec") or {})
         spec.update(holderIdentity=self.identity, leaseDurationSeconds=duration,
                     acquireTime=acquire, renewTime=renew, leaseTransitions=transitions)

@@ -66,6 +66,11 @@ class LeaderElector:
         return self.election.identity
 
     @property
+    def holder_address(self) -> str:
+        """Where the leader (another replica) takes handed-over webhooks ("": unknown)."""
+        return self.election.holder_address
+
+    @property
     def leader(self) -> bool:
         return self.election.leading(self._clock())
 

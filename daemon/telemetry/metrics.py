@@ -125,6 +125,12 @@ class Metrics:
                                       "accepted, duplicate (a re-delivery), dropped (the "
                                       "engine's queue was full; answered 503 for a retry).",
                                       ["status", "outcome"], registry=r)
+        self.webhook_handovers = Counter("remedyd_webhook_handovers_total",
+                                         "Webhooks a follower got and handed to the leader, "
+                                         "by result: handed_over (answered with the "
+                                         "leader's answer), leader_unreachable, "
+                                         "no_leader_address (both answered 503).",
+                                         ["result"], registry=r)
         self.webhook_truncated = Counter("remedyd_webhook_truncated_alerts_total",
                                          "Alerts Alertmanager left out of its notifications "
                                          "(webhook_config max_alerts), by receiver.",

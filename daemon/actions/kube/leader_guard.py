@@ -17,7 +17,8 @@ What every replica sees alike is not only the `kubernetes` source: a security fi
 about a Kubernetes object, a KPI answer (every replica asks the same Prometheus) and a
 probe (the same URLs) are decided by every replica too, so they are the leader's alone
 (pod-scoped security findings: the pod's agent's), and page once. What one replica sees
-alone acts there, leader or not: a Docker host's own containers, a webhook delivered to it.
+alone acts there: a Docker host's own containers, and a webhook, which reaches the leader
+(a follower hands what a Service delivered to it over: daemon/http/handover.py).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class LeaderGuard(BaseGuard):
         names = [spec.name for spec in ctx.plan]
         if not _seen_by_every_replica(decision) and not any(n.startswith(f"{KUBE}.")
                                                             for n in names):
-            return self.ok()  # a Docker host's own containers, a webhook sent here
+            return self.ok()  # a Docker host's own containers, a webhook it was given
         if self.node_name is not None and _pod_scoped(decision, names):
             node = _node_of(decision)
             if node == self.node_name:
