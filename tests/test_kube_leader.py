@@ -100,6 +100,23 @@ def test_a_released_lease_is_free_at_once_and_the_holders_duration_counts() -> N
     assert e.next_write(WALL, now=23.9) is None and e.next_write(WALL, now=24.0) is not None
 
 
+def test_a_graceful_stop_hands_back_only_a_lease_it_holds() -> None:
+    a = Election("a", "remedyd", "default", TIMINGS, address="http://10.42.0.17:9464")
+    a.observe(lease("a", transitions=3), now=0.0)
+    release = a.release_write(WALL)
+    assert release is not None and release.verb == "update"
+    spec = release.body["spec"]
+    assert (spec["holderIdentity"], spec["leaseDurationSeconds"], spec["leaseTransitions"]) == (
+        "", 1, 3)
+    assert release.body["metadata"]["resourceVersion"] == "7"  # a 409 if it changed since
+    assert "annotations" not in release.body["metadata"]  # no address to hand webhooks to
+    b = election("b")
+    b.observe(release.body, now=1.0)
+    assert b.next_write(WALL, now=1.0) is not None  # free at once, not after 15 s
+    a.observe(lease("c"), now=2.0)
+    assert a.release_write(WALL) is None  # someone else's: never touched
+
+
 def test_a_leader_that_sees_another_holder_stops_leading_at_once() -> None:
     e = election("a")
     e.observe(lease("a"), now=0.0)
@@ -250,6 +267,30 @@ async def test_only_the_leader_acts_and_one_that_cannot_renew_stops_before_the_o
     assert late == []
     assert [d for d in leader.audit("decision") if d["rule"] == "rollback"
             and d.get("suppressed_by") == "leader"]
+
+
+async def test_a_leader_that_stops_hands_the_lease_over_before_it_expires(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path,
+        replicas: list[DaemonProcess]) -> None:
+    kube.bed.add_node("node-1")
+    a, b = replica(tmp_path, kubeconfig, "a"), replica(tmp_path, kubeconfig, "b")
+    await start(replicas, a, b)
+    leader, follower = await one_leader(a, b)
+    ident = {a: "a", b: "b"}
+    await asyncio.to_thread(leader.stop)
+    await until(lambda: leading(follower), "the follower to take over", 10)
+    writes = sorted((r for r in [*kube.bed.log.find("POST", "/leases$"),
+                                 *kube.bed.log.find("PUT", "/leases/remedyd$")]
+                     if r.status in (200, 201)), key=lambda r: r.received_at)
+    mine = [r for r in writes if r.user_agent.endswith(f"({ident[leader]})")]
+    released, last_renewal = mine[-1], mine[-2]  # the release, and the create or a renewal
+    assert released.json["spec"]["holderIdentity"] == ""
+    taken = next(r for r in writes if r.user_agent.endswith(f"({ident[follower]})"))
+    # Without the release it could not be taken before the last renewal's lease ran out.
+    lease_duration = float(FAST["lease_duration"].rstrip("s"))
+    assert taken.received_at < last_renewal.received_at + lease_duration
+    assert taken.received_at >= released.received_at
+    assert "lease default/remedyd released by" in leader.log()
 
 
 def _wait_not_leading(daemon: DaemonProcess) -> None:

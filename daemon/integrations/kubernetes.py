@@ -86,4 +86,7 @@ class KubernetesIntegration(Integration):
         if elector is not None:
             # The webhooks (built after this one) hand what a follower gets to the leader.
             ctx.provided["kubernetes.leadership"] = elector
+            # On the way out, after the executor drained and before the client closes
+            # (the stack unwinds in reverse): the next leader need not wait for expiry.
+            ctx.stack.push_async_callback(elector.release)
         return plugged

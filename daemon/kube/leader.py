@@ -134,8 +134,23 @@ class Election:
         return Write("update", self._body(self._lease, acquire, stamp, duration, transitions),
                      acquiring=not self.leading(now))
 
+    def release_write(self, wall: float) -> Write | None:
+        """The update that hands the Lease back on a graceful stop (client-go's
+        ReleaseOnCancel): no holder, a one-second duration, so another replica takes it
+        at its next try instead of after lease_duration. None unless the Lease read last
+        is ours."""
+        record = self._record
+        if record is None or self._lease is None or record.holder != self.identity:
+            return None
+        stamp = micro_time(wall)
+        body = self._body(self._lease, stamp, stamp, 1, record.transitions, holder="")
+        body["metadata"].get("annotations", {}).pop(ADDRESS_ANNOTATION, None)
+        if body["metadata"].get("annotations") == {}:
+            del body["metadata"]["annotations"]
+        return Write("update", body, acquiring=False)
+
     def _body(self, lease: dict[str, Any], acquire: str, renew: str, duration: int,
-              transitions: int) -> dict[str, Any]:
+              transitions: int, holder: str | None = None) -> dict[str, Any]:
         metadata = dict(lease.get("metadata") or {})
         metadata.update(name=self.name, namespace=self.namespace)
         annotations = dict(metadata.get("annotations") or {})
@@ -148,7 +163,8 @@ class Election:
         else:
             metadata.pop("annotations", None)
         spec = dict(lease.get("spec") or {})
-        spec.update(holderIdentity=self.identity, leaseDurationSeconds=duration,
+        spec.update(holderIdentity=self.identity if holder is None else holder,
+                    leaseDurationSeconds=duration,
                     acquireTime=acquire, renewTime=renew, leaseTransitions=transitions)
         return {"apiVersion": API_VERSION, "kind": "Lease", "metadata": metadata,
                 "spec": spec}

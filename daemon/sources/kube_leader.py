@@ -22,6 +22,8 @@ from daemon.telemetry.metrics import Metrics
 log = logging.getLogger("remedyd.leader")
 
 LEASES = Resource("leases", "coordination.k8s.io/v1", "Lease")
+# A stop waits at most this long to hand the Lease back.
+RELEASE_TIMEOUT = 5.0
 
 
 class LeaderElector:
@@ -140,6 +142,27 @@ class LeaderElector:
         if write.acquiring:
             log.info("lease %s/%s acquired by %s", election.namespace, election.name,
                      election.identity)
+
+    async def release(self) -> None:
+        """Hand the Lease back, once the daemon has stopped acting and drained (it runs
+        from the daemon's exit stack, before the client closes). Bounded; a failure only
+        means the next leader waits out lease_duration, as after a crash."""
+        election = self.election
+        write = election.release_write(self._wall())
+        if write is None:
+            return
+        try:
+            async with asyncio.timeout(min(self._request_timeout, RELEASE_TIMEOUT)):
+                await self.client.update(LEASES, election.namespace, election.name,
+                                         write.body)
+        except (KubeError, TimeoutError) as exc:
+            log.warning("lease %s/%s: not released (%s); another replica takes it once it "
+                        "expires", election.namespace, election.name,
+                        str(exc) or "no answer")
+            return
+        election.step_down()
+        log.info("lease %s/%s released by %s", election.namespace, election.name,
+                 election.identity)
 
     async def _prepare(self) -> None:
         for callback in self._before:
