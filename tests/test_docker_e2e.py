@@ -122,8 +122,12 @@ def test_dry_run_audits_decisions_and_touches_nothing(
 def test_flapping_container_stays_within_budget_and_escalates_once(
         docker_host: str, containers: ContainerFactory, daemon_factory: Any) -> None:
     with WebhookSink() as sink:
+        # Every unhealthy report a decision of its own (no coalescing into the first
+        # incident), so the budget is what holds the restarts at three: eight decisions
+        # come in about 16 s, not the 40 s or more five-second windows took.
         daemon = daemon_factory(restart_rule(cooldown="2s", budget_max=3, escalate=True),
-                                docker_url=docker_host, webhook_url=sink.url).start()
+                                docker_url=docker_host, webhook_url=sink.url,
+                                extra={"safety": {"coalesce_window": "0s"}}).start()
         # Flips between healthy and unhealthy every second, restart or not.
         cid = containers("--health-cmd", 'test $(( $(date +%s) % 2 )) -eq 0',
                          "--health-interval", "1s", "--health-retries", "1",
