@@ -109,8 +109,11 @@ class Remedyd:
     def audit(self) -> list[dict[str, Any]]:
         if not self.audit_path.exists():
             return []
-        return [json.loads(line) for line in self.audit_path.read_text().splitlines()
-                if line.strip()]
+        # Read while remedyd writes: a last line without its newline is still being
+        # written, and is left for the next read.
+        text = self.audit_path.read_text()
+        complete = text[:text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def verify_audit(self) -> str:
         done = subprocess.run([sys.executable, "-m", "daemon", "audit", "verify",

@@ -148,7 +148,10 @@ class DaemonProcess:
         if not self.audit_path.exists():
             return []
         records = []
-        for line in self.audit_path.read_text().splitlines():
+        # Read while remedyd writes: a last line without its newline is still being
+        # written, and is left for the next read.
+        text = self.audit_path.read_text()
+        for line in text[:text.rfind("\n") + 1].splitlines():
             if line.strip():
                 record = json.loads(line)
                 if kind is None or record["kind"] == kind:
