@@ -138,6 +138,16 @@ def test_the_holder_writes_its_address_and_the_others_read_it() -> None:
     b = election("b")
     b.observe({**write.body, "spec": {**write.body["spec"]}}, now=1.0)
     assert b.holder == "a" and b.holder_address == "http://10.42.0.17:9464"
+    # Webhooks and their credentials go there: only a plain origin is taken.
+    for written, read in [("http://10.42.0.17:9464/", "http://10.42.0.17:9464"),
+                          ("https://remedyd-0.remedyd:9464", "https://remedyd-0.remedyd:9464"),
+                          ("http://user:pw@10.42.0.17:9464", ""), ("http://10.42.0.17/x", ""),
+                          ("http://10.42.0.17:99999", ""), ("file:///etc/passwd", ""),
+                          ("http://10.42.0.17:9464?to=elsewhere", "")]:
+        odd = {**write.body, "metadata": {**write.body["metadata"],
+                                          "annotations": {"remedyd.io/http": written}}}
+        b.observe(odd, now=1.0)
+        assert b.holder_address == read, written
     # A new holder with no address of its own clears the old one: no webhook goes to "a".
     b.observe(None, now=1.0)
     taken = b.next_write(WALL, now=1.0)

@@ -17,6 +17,7 @@ lease_duration - renew_deadline before anyone else may start.
 from __future__ import annotations
 
 import datetime
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -104,7 +105,9 @@ class Election:
             return ""
         annotations = (self._lease.get("metadata") or {}).get("annotations") or {}
         address = annotations.get(ADDRESS_ANNOTATION) if isinstance(annotations, dict) else ""
-        return address if isinstance(address, str) else ""
+        if not isinstance(address, str) or not _plain_origin(address):
+            return ""
+        return address.rstrip("/")
 
     def expired(self, now: float) -> bool:
         """The read Lease may be taken: free, released, or not seen to change for its
@@ -190,3 +193,16 @@ class Election:
 
     def step_down(self) -> None:
         self._renewed_at = None
+
+
+def _plain_origin(address: str) -> bool:
+    """http(s)://host[:port] and nothing else: webhooks, credentials included, go there, so
+    an annotation with userinfo, a path or a query (not what a replica writes) is ignored."""
+    try:
+        parts = urllib.parse.urlsplit(address)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname)
+            and "@" not in parts.netloc and parts.path in ("", "/")
+            and not parts.query and not parts.fragment)
