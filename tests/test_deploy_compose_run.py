@@ -20,9 +20,6 @@ import yaml
 from tests.conftest import ContainerFactory, docker_inspect
 from tests.harness import wait_for
 
-# One worker builds the image for both tests that run it (pytest -n, --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("remedyd-image")
-
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy/compose/docker-compose.yml"
 SOCKET = "/var/run/docker.sock"

@@ -15,9 +15,6 @@ from tests.conftest import ContainerFactory, DockerCLIError, docker_cli, docker_
 from tests.harness import wait_for
 from tests.test_docker_e2e import HEALTH_FILE
 
-# One worker builds the image for both tests that run it (pytest -n, --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("remedyd-image")
-
 USER = "10001:10001"
 STATE = "/var/lib/remedyd"
 # What the image adds to its base: the venv with every extra, the rules, the config. The

@@ -301,7 +301,7 @@ def test_interrupted_test_run_leaves_no_dockerd_behind(stack_base: Path) -> None
                             preexec_fn=_ctrl_c_as_from_a_terminal)
     try:
         wait_for(lambda: "started" in calls(root), 120, "the worker's dockerd to start")
-        assert any(line.startswith("pytest -q -n 2 --dist loadgroup") for line in calls(root))
+        assert any(line.startswith("pytest -q -n 2 --dist load") for line in calls(root))
         dockerd = stack_pid(worker_stack, "docker.pid")
         assert dockerd, "the stub worker started no dockerd"
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the middle of the run
