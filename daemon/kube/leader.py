@@ -147,27 +147,26 @@ class Election:
             return None
         stamp = micro_time(wall)
         body = self._body(self._lease, stamp, stamp, 1, record.transitions, holder="")
-        body["metadata"].get("annotations", {}).pop(ADDRESS_ANNOTATION, None)
-        if body["metadata"].get("annotations") == {}:
-            del body["metadata"]["annotations"]
         return Write("update", body, acquiring=False)
 
     def _body(self, lease: dict[str, Any], acquire: str, renew: str, duration: int,
               transitions: int, holder: str | None = None) -> dict[str, Any]:
+        holder = self.identity if holder is None else holder
         metadata = dict(lease.get("metadata") or {})
         metadata.update(name=self.name, namespace=self.namespace)
         annotations = dict(metadata.get("annotations") or {})
-        if self.address:
+        # The address is the holder's: ours while we hold it, else none (not the last
+        # holder's any more, nor ours once released).
+        if self.address and holder == self.identity:
             annotations[ADDRESS_ANNOTATION] = self.address
         else:
-            annotations.pop(ADDRESS_ANNOTATION, None)  # not the last holder's any more
+            annotations.pop(ADDRESS_ANNOTATION, None)
         if annotations:
             metadata["annotations"] = annotations
         else:
             metadata.pop("annotations", None)
         spec = dict(lease.get("spec") or {})
-        spec.update(holderIdentity=self.identity if holder is None else holder,
-                    leaseDurationSeconds=duration,
+        spec.update(holderIdentity=holder, leaseDurationSeconds=duration,
                     acquireTime=acquire, renewTime=renew, leaseTransitions=transitions)
         return {"apiVersion": API_VERSION, "kind": "Lease", "metadata": metadata,
                 "spec": spec}
