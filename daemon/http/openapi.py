@@ -17,20 +17,20 @@ MAX_AUDIT_LIMIT = 1000
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _get(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def get(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": {
-        **responses, "405": _json("Method not allowed", _ERROR)}, **extra}}
+        **responses, "405": error("Method not allowed")}, **extra}}
 
 
 def post(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
          **extra: Any) -> dict[str, Any]:
-    """A POST path item; its 405 (any other method), 413 and 400 are the same everywhere."""
+    """A POST path item, with the 405 every path answers for another method."""
     operation: dict[str, Any] = {"summary": summary, "responses": {
-        **responses, "405": _json("Method not allowed", _ERROR)}, **extra}
+        **responses, "405": error("Method not allowed")}, **extra}
     if body is not None:
         operation["requestBody"] = {"required": True,
                                     "content": {"application/json": {"schema": body}}}
@@ -39,11 +39,7 @@ def post(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None
 
 def error(description: str) -> dict[str, Any]:
     """A response whose body is the Error object."""
-    return _json(description, _ERROR)
-
-
-def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return _json(description, schema)
+    return answer(description, _ERROR)
 
 
 SECURITY_SCHEMES = {
@@ -57,26 +53,26 @@ SPEC: dict[str, Any] = {
              "description": "A running remedyd: its state (read-only), the webhooks it "
              "takes, and the endpoints that change something, each behind its credentials."},
     "paths": {
-        "/metrics": _get("Prometheus metrics", {"200": {
+        "/metrics": get("Prometheus metrics", {"200": {
             "description": "Prometheus text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}),
-        "/healthz": _get("Liveness", {"200": _json("The process runs", {
+        "/healthz": get("Liveness", {"200": answer("The process runs", {
             "type": "object", "properties": {"status": {"type": "string"}}})}),
-        "/readyz": _get("Readiness", {
-            "200": _json("Ready", {"$ref": "#/components/schemas/Readiness"}),
-            "503": _json("Not ready; names what is not", {
+        "/readyz": get("Readiness", {
+            "200": answer("Ready", {"$ref": "#/components/schemas/Readiness"}),
+            "503": answer("Not ready; names what is not", {
                 "$ref": "#/components/schemas/Readiness"})}),
-        "/api/v1/rules": _get("The active rules", {"200": _json("Rules", {
+        "/api/v1/rules": get("The active rules", {"200": answer("Rules", {
             "type": "object", "properties": {"rules": {"type": "array",
                                                        "items": {"type": "object"}}}})}),
-        "/api/v1/audit": _get("The newest audit records, oldest first", {
-            "200": _json("Records", {"type": "object", "properties": {
+        "/api/v1/audit": get("The newest audit records, oldest first", {
+            "200": answer("Records", {"type": "object", "properties": {
                 "records": {"type": "array", "items": {"type": "object"}}}}),
-            "400": _json("limit is not an integer in range, or given twice", _ERROR)},
+            "400": error("limit is not an integer in range, or given twice")},
             parameters=[{"name": "limit", "in": "query", "required": False, "schema": {
                 "type": "integer", "minimum": 1, "maximum": MAX_AUDIT_LIMIT,
                 "default": 100}}]),
-        "/api/v1/openapi.json": _get("This document", {"200": _json("OpenAPI 3", {
+        "/api/v1/openapi.json": get("This document", {"200": answer("OpenAPI 3", {
             "type": "object"})}),
     },
     "components": {"schemas": {

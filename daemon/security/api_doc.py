@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.http.openapi import answer, error, post
+from daemon.http.openapi import answer, error, get, post
 from daemon.security.api import ACCEPT_PATH, FINDINGS_PATH
 
 _FINDING = {"type": "object", "properties": {
@@ -18,13 +18,9 @@ _FINDING = {"type": "object", "properties": {
 
 def security_api() -> dict[str, dict[str, Any]]:
     return {
-        FINDINGS_PATH: {"get": {
-            "summary": "The security findings firing now",
-            "responses": {
-                "200": answer("Findings, by object and check", {
-                    "type": "object", "properties": {
-                        "findings": {"type": "array", "items": _FINDING}}}),
-                "405": error("Method not allowed")}}},
+        FINDINGS_PATH: get("The security findings firing now", {
+            "200": answer("Findings, by object and check", {"type": "object", "properties": {
+                "findings": {"type": "array", "items": _FINDING}}})}),
         ACCEPT_PATH: post(
             "Accept an object's current security state into the baseline, or with checks, "
             "those findings on it as they are (audited)",
