@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import AlertmanagerStack
-from tests.harness import DaemonProcess, WebhookSink, free_port, wait_for
+from tests.harness import DaemonProcess, WebhookSink, free_port, posts_served, wait_for
 
 RULES = """
 rules:
@@ -127,17 +127,10 @@ async def test_a_firing_alert_is_refreshed_until_its_rule_resolves(tmp_path: Pat
         arrived.set()
         return web.Response()
 
-    app = web.Application()
-    app.router.add_post("/api/v2/alerts", take)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     text = RULES.replace("source: probe", "source: docker").replace(
         'event.kind == "probe" && event.action == "failed"', 'event.action == "oom"')
     [decision] = Evaluator(ruleset(tmp_path, text)).evaluate(docker_event("oom"), 0)
-    async with HttpClient() as http:
+    async with posts_served("/api/v2/alerts", take) as port, HttpClient() as http:
         action = AlertmanagerNotify(http, f"http://127.0.0.1:{port}", None, "", refresh=0.05)
         refresh = asyncio.create_task(action.run_refresh())
         try:
@@ -166,4 +159,3 @@ async def test_a_firing_alert_is_refreshed_until_its_rule_resolves(tmp_path: Pat
             assert resolved()[0]["labels"] == posts[0][0]["labels"]
         finally:
             refresh.cancel()
-            await runner.cleanup()

@@ -17,7 +17,7 @@ from daemon.actions.notify_apprise import AppriseNotify
 from daemon.audit import AuditLog
 from daemon.engine.evaluator import Evaluator
 from daemon.telemetry.metrics import Metrics
-from tests.harness import ROOT
+from tests.harness import ROOT, posts_served
 from tests.rulekit import docker_event, ruleset
 
 SECRET = "s3cret-pw-4711"
@@ -37,15 +37,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
     got = Receiver()
-    app = web.Application()
-    app.router.add_post("/{path:.*}", got.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield got, port
-    await runner.cleanup()
+    async with posts_served("/{path:.*}", got.handle) as port:
+        yield got, port
 
 
 def rule(params: str) -> str:

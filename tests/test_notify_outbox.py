@@ -20,7 +20,7 @@ from daemon.clients.http import HttpClient
 from daemon.core.decisions import Decision
 from daemon.engine.evaluator import Evaluator
 from daemon.telemetry.metrics import Metrics
-from tests.harness import DaemonProcess, free_port, wait_for
+from tests.harness import DaemonProcess, free_port, posts_served, wait_for
 from tests.rulekit import docker_event, ruleset
 from tests.test_notify import (
     RULE,
@@ -193,8 +193,6 @@ def test_receiver_down_remedyd_restarted_receiver_up_one_delivery(tmp_path: Path
 
 async def test_a_send_cut_by_the_action_timeout_waits_a_backoff_before_the_next(
         tmp_path: Path) -> None:
-    import asyncio
-
     from aiohttp import web
 
     hits: list[float] = []
@@ -204,29 +202,19 @@ async def test_a_send_cut_by_the_action_timeout_waits_a_backoff_before_the_next(
         await asyncio.sleep(1)
         return web.Response()
 
-    app = web.Application()
-    app.router.add_post("/hook", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with HttpClient() as client:
-            outbox = Outbox(tmp_path / "outbox", None, OutboxPolicy(backoff=30))
-            with AuditLog(tmp_path / "audit.jsonl") as audit:
-                executor = Executor(
-                    {"notify.webhook": Webhook(client, f"http://127.0.0.1:{port}/hook", outbox)},
-                    audit, Metrics(), ExecutorSettings(action_timeout=0.3))
-                await executor.handle(decision(tmp_path))
-                [outcome] = [r for r in audit.tail(10) if r["kind"] == "outcome"]
-            assert outcome["outcome"] == "timeout"
-            [entry] = outbox.pending()
-            assert entry["error"] == "interrupted" and entry["next_at"] > entry["created"] + 29
-            assert await outbox.round() > 29  # not due: nothing sent meanwhile
-            assert len(hits) == 1
-    finally:
-        await runner.cleanup()
+    async with posts_served("/hook", slow) as port, HttpClient() as client:
+        outbox = Outbox(tmp_path / "outbox", None, OutboxPolicy(backoff=30))
+        with AuditLog(tmp_path / "audit.jsonl") as audit:
+            executor = Executor(
+                {"notify.webhook": Webhook(client, f"http://127.0.0.1:{port}/hook", outbox)},
+                audit, Metrics(), ExecutorSettings(action_timeout=0.3))
+            await executor.handle(decision(tmp_path))
+            [outcome] = [r for r in audit.tail(10) if r["kind"] == "outcome"]
+        assert outcome["outcome"] == "timeout"
+        [entry] = outbox.pending()
+        assert entry["error"] == "interrupted" and entry["next_at"] > entry["created"] + 29
+        assert await outbox.round() > 29  # not due: nothing sent meanwhile
+        assert len(hits) == 1
 
 
 async def test_a_shutdown_arriving_as_the_loop_is_woken_still_stops_it(tmp_path: Path) -> None:
