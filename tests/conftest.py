@@ -382,6 +382,29 @@ def start_dockerd(restart_dockerd: DockerdControl) -> Callable[[], None]:
 
 
 # ==========================================================================
+# A failed test shows what the remedyd processes it started logged and audited
+# ==========================================================================
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from tests import harness
+
+    harness.STARTED.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    from tests import harness
+
+    report = yield
+    if report.failed and call.when in ("call", "teardown"):
+        for daemon in harness.STARTED:
+            report.sections.append((f"remedyd {daemon.workdir.name}", daemon.post_mortem()))
+    return report
+
+
+# ==========================================================================
 # asyncio hygiene: a test must not leave tasks running behind it
 # ==========================================================================
 

@@ -26,6 +26,12 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every daemon the running test started: conftest shows their logs when the test fails,
+# so a failure on a CI machine says what remedyd did, not only that it timed out.
+STARTED: list[DaemonProcess] = []
+# How much of a failed test's daemon is shown: the last lines of its log, audit records.
+LOG_TAIL_LINES = 150
+AUDIT_TAIL_RECORDS = 40
 
 
 def free_port() -> int:
@@ -109,6 +115,7 @@ class DaemonProcess:
         env.pop("DOCKER_HOST", None)  # the config names the engine explicitly
         env.update(self.env)
         log = self.log_path.open("ab")
+        STARTED.append(self)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "run", "--config", str(self.config), *self.args],
             cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
@@ -126,6 +133,19 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def post_mortem(self) -> str:
+        """The end of its log and of its audit log, one compact line a record."""
+        lines = self.log().splitlines()[-LOG_TAIL_LINES:]
+        try:
+            records = self.audit()[-AUDIT_TAIL_RECORDS:]
+        except (OSError, ValueError) as exc:
+            records, lines = [], [*lines, f"(audit log unreadable: {exc})"]
+        keep = ("seq", "time", "kind", "incident", "rule", "step", "decision", "outcome",
+                "suppressed_by", "reason", "error", "detail")
+        audit = [json.dumps({k: r[k] for k in keep if k in r}) for r in records]
+        return "\n".join([f"--- log of remedyd in {self.workdir} (last {len(lines)} lines)",
+                          *lines, f"--- its audit log (last {len(audit)} records)", *audit])
 
     def get(self, path: str) -> tuple[int, bytes] | None:
         try:
