@@ -115,7 +115,8 @@ class DaemonProcess:
         env.pop("DOCKER_HOST", None)  # the config names the engine explicitly
         env.update(self.env)
         log = self.log_path.open("ab")
-        STARTED.append(self)
+        if self not in STARTED:  # started again after a stop: one log, shown once
+            STARTED.append(self)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "run", "--config", str(self.config), *self.args],
             cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
